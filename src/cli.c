@@ -1,0 +1,264 @@
+/* cli: option parsing and checking for `tcp-tunnel`; see cli.h. */
+#include "cli.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "url.h"
+
+enum opt_id {
+	OPT_HOST, OPT_TLS, OPT_LOCAL_HOST, OPT_LOCAL_PORT, OPT_REMOTE_HOST, OPT_REMOTE_PORT,
+	OPT_ACCESS_TYPE, OPT_CLIENT_ID, OPT_CLIENT_SECRET, OPT_BEARER, OPT_SESSION,
+	OPT_VERBOSE, OPT_HELP,
+};
+
+struct opt {
+	const char *long_name;
+	char short_name;
+	bool takes_value;
+	enum opt_id id;
+};
+
+static const struct opt opts[] = {
+	{"host", 0, true, OPT_HOST},
+	{"tls", 0, false, OPT_TLS},
+	{"local-host", 0, true, OPT_LOCAL_HOST},
+	{"local-port", 0, true, OPT_LOCAL_PORT},
+	{"remote-host", 0, true, OPT_REMOTE_HOST},
+	{"remote-port", 0, true, OPT_REMOTE_PORT},
+	{"access-type", 0, true, OPT_ACCESS_TYPE},
+	{"apikey-client-id", 0, true, OPT_CLIENT_ID},
+	{"apikey-client-secret", 0, true, OPT_CLIENT_SECRET},
+	{"bearer-token", 0, true, OPT_BEARER},
+	{"session-token", 0, true, OPT_SESSION},
+	{"verbose", 'v', false, OPT_VERBOSE},
+	{"help", 'h', false, OPT_HELP},
+};
+
+void cli_defaults(struct tunnel_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->local_host = "127.0.0.1";
+	cfg->local_port = 2222;
+	cfg->access = ACCESS_APIKEY;
+}
+
+static int usage(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
+{
+	snprintf(err, errlen, fmt, a, b);
+	return CLI_USAGE;
+}
+
+/* A decimal number from min to 65535 and nothing else. */
+static bool parse_port(const char *s, unsigned min, uint16_t *out)
+{
+	if (*s == '\0' || strlen(s) > 5)
+		return false;
+	unsigned v = 0;
+	for (const char *p = s; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		v = v * 10 + (unsigned)(*p - '0');
+	}
+	if (v < min || v > 65535)
+		return false;
+	*out = (uint16_t)v;
+	return true;
+}
+
+static int parse_access_type(const char *v, enum access_type *out)
+{
+	static const struct { const char *name; enum access_type type; } types[] = {
+		{"apikey", ACCESS_APIKEY}, {"bearer", ACCESS_BEARER}, {"jwt", ACCESS_BEARER},
+		{"session", ACCESS_SESSION}, {"public", ACCESS_PUBLIC},
+	};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if (strcasecmp(v, types[i].name) == 0) {
+			*out = types[i].type;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static const struct opt *find_long(const char *name, size_t len)
+{
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (strlen(opts[i].long_name) == len && strncmp(opts[i].long_name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static const struct opt *find_short(char c)
+{
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+		if (opts[i].short_name == c)
+			return &opts[i];
+	return NULL;
+}
+
+static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	if (o->takes_value && v[0] == '\0')
+		return usage(err, errlen, "--%s needs a non-empty value%s", o->long_name, "");
+	switch (o->id) {
+	case OPT_HOST: cfg->host = v; break;
+	case OPT_TLS: cfg->tls = true; break;
+	case OPT_LOCAL_HOST: cfg->local_host = v; break;
+	case OPT_LOCAL_PORT:
+		if (!parse_port(v, 0, &cfg->local_port))
+			return usage(err, errlen, "--local-port: '%s' is not a port number (0 to 65535)%s", v, "");
+		break;
+	case OPT_REMOTE_HOST: cfg->remote_host = v; break;
+	case OPT_REMOTE_PORT:
+		if (!parse_port(v, 1, &cfg->remote_port))
+			return usage(err, errlen, "--remote-port: '%s' is not a port number (1 to 65535)%s", v, "");
+		break;
+	case OPT_ACCESS_TYPE:
+		if (parse_access_type(v, &cfg->access) != 0)
+			return usage(err, errlen,
+				     "--access-type: '%s' is not an access type (apikey, bearer, jwt, session or public)%s",
+				     v, "");
+		break;
+	case OPT_CLIENT_ID: cfg->apikey_client_id = v; break;
+	case OPT_CLIENT_SECRET: cfg->apikey_client_secret = v; break;
+	case OPT_BEARER: cfg->bearer_token = v; break;
+	case OPT_SESSION: cfg->session_token = v; break;
+	case OPT_VERBOSE: cfg->verbose = true; break;
+	case OPT_HELP: return CLI_HELP;
+	}
+	return CLI_OK;
+}
+
+/* The checks that need every option: what the access type requires. */
+static int check(struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->host == NULL)
+		return usage(err, errlen, "--host is required: the Otoroshi host that serves the tunnel route, "
+			     "for example --host otoroshi.example.com:8443%s%s", "", "");
+	int rc = url_parse_host(cfg->host, cfg->tls, cfg->gw_name, sizeof(cfg->gw_name), &cfg->gw_port);
+	if (rc != URL_OK)
+		return usage(err, errlen, "--host: '%s': %s", cfg->host, url_strerror(rc));
+	switch (cfg->access) {
+	case ACCESS_APIKEY:
+		if (cfg->apikey_client_id == NULL || cfg->apikey_client_secret == NULL)
+			return usage(err, errlen,
+				     "--access-type apikey needs both --apikey-client-id and --apikey-client-secret "
+				     "(missing %s); use --access-type public for a route without credentials%s",
+				     cfg->apikey_client_id == NULL ? "--apikey-client-id" : "--apikey-client-secret", "");
+		break;
+	case ACCESS_BEARER:
+		if (cfg->bearer_token == NULL)
+			return usage(err, errlen, "--access-type bearer needs --bearer-token%s%s", "", "");
+		break;
+	case ACCESS_SESSION:
+		if (cfg->session_token == NULL)
+			return usage(err, errlen, "--access-type session needs --session-token%s%s", "", "");
+		break;
+	case ACCESS_PUBLIC:
+		break;
+	}
+	return CLI_OK;
+}
+
+int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	err[0] = '\0';
+	bool help = false;
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i];
+		const struct opt *o = NULL;
+		const char *value = NULL;
+		if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
+			const char *name = arg + 2;
+			const char *eq = strchr(name, '=');
+			o = find_long(name, eq ? (size_t)(eq - name) : strlen(name));
+			if (o == NULL)
+				return usage(err, errlen, "unknown option '%s'; see 'otoroshictl tcp-tunnel --help'%s", arg, "");
+			if (eq != NULL && !o->takes_value)
+				return usage(err, errlen, "--%s takes no value (got '%s')", o->long_name, eq + 1);
+			value = eq ? eq + 1 : NULL;
+		} else if (arg[0] == '-' && arg[1] != '\0' && arg[2] == '\0') {
+			o = find_short(arg[1]);
+			if (o == NULL)
+				return usage(err, errlen, "unknown option '%s'; see 'otoroshictl tcp-tunnel --help'%s", arg, "");
+		} else {
+			return usage(err, errlen, "unexpected argument '%s': every value follows its option, "
+				     "as in --host otoroshi.example.com%s", arg, "");
+		}
+		if (o->takes_value && value == NULL) {
+			if (i + 1 >= argc)
+				return usage(err, errlen, "--%s needs a value%s", o->long_name, "");
+			value = argv[++i];
+		}
+		int rc = apply(o, value ? value : "", cfg, err, errlen);
+		if (rc == CLI_HELP)
+			help = true;
+		else if (rc != CLI_OK)
+			return rc;
+	}
+	if (help)
+		return CLI_HELP;
+	return check(cfg, err, errlen);
+}
+
+void cli_print_tcp_tunnel_help(FILE *out)
+{
+	fputs("Expose a remote TCP service locally through an Otoroshi TCP tunnel\n"
+	      "\n"
+	      "Usage: otoroshictl tcp-tunnel [OPTIONS] --host <HOST>\n"
+	      "\n"
+	      "Options:\n"
+	      "      --host <HOST>\n"
+	      "          The Otoroshi host (and port) serving the tunnel route, e.g. myotoroshi.example.com:9999\n"
+	      "      --tls\n"
+	      "          Use TLS (wss://) to reach Otoroshi\n"
+	      "      --local-host <LOCAL_HOST>\n"
+	      "          The local address to listen on [default: 127.0.0.1]\n"
+	      "      --local-port <LOCAL_PORT>\n"
+	      "          The local port to listen on (0 picks a free one) [default: 2222]\n"
+	      "      --remote-host <REMOTE_HOST>\n"
+	      "          The remote host to reach, when the route's target uses ${req.query.remoteHost}\n"
+	      "      --remote-port <REMOTE_PORT>\n"
+	      "          The remote port to reach, when the route's target uses ${req.query.remotePort}\n"
+	      "      --access-type <ACCESS_TYPE>\n"
+	      "          How to authenticate: apikey, bearer (alias jwt), session or public [default: apikey]\n"
+	      "      --apikey-client-id <CLIENT_ID>\n"
+	      "          The API key's client id (with --access-type apikey)\n"
+	      "      --apikey-client-secret <CLIENT_SECRET>\n"
+	      "          The API key's client secret (with --access-type apikey)\n"
+	      "      --bearer-token <TOKEN>\n"
+	      "          The token sent as 'Authorization: Bearer' (with --access-type bearer)\n"
+	      "      --session-token <TOKEN>\n"
+	      "          The private app session token (with --access-type session)\n"
+	      "  -v, --verbose\n"
+	      "          Turn debugging information on\n"
+	      "  -h, --help\n"
+	      "          Print help\n"
+	      "\n"
+	      "Environment:\n"
+	      "  OTOROSHICTL   log level: error, warn, info (default), debug or trace\n"
+	      "  NO_COLOR      set to turn colours off\n"
+	      "\n"
+	      "See otoroshictl-tcp-tunnel(1) for examples.\n",
+	      out);
+}
+
+void cli_print_main_help(FILE *out)
+{
+	fputs("Reach private TCP services through an Otoroshi API gateway\n"
+	      "\n"
+	      "Usage: otoroshictl [OPTIONS] <COMMAND>\n"
+	      "\n"
+	      "Commands:\n"
+	      "  tcp-tunnel  Expose a remote TCP service locally through an Otoroshi TCP tunnel [aliases: tt]\n"
+	      "  help        Print this message or the help of the given subcommand(s)\n"
+	      "\n"
+	      "Options:\n"
+	      "  -v, --verbose  Turn debugging information on\n"
+	      "  -h, --help     Print help\n"
+	      "  -V, --version  Print version\n",
+	      out);
+}

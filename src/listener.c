@@ -1,0 +1,227 @@
+/* listener: bind, accept, signals and the graceful stop; see listener.h. */
+#include "listener.h"
+
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "tunnel.h"
+
+/* The tunnel's link fields come first in struct tunnel (see tunnel.c); the
+ * listener only walks the list, through this view of it. */
+struct tunnel_links {
+	struct tunnel *prev, *next;
+};
+
+static struct tunnel_links *links(struct tunnel *t)
+{
+	return (struct tunnel_links *)t;
+}
+
+void listener_tunnel_added(struct listener *l, struct tunnel *t)
+{
+	links(t)->prev = NULL;
+	links(t)->next = l->tunnels;
+	if (l->tunnels != NULL)
+		links(l->tunnels)->prev = t;
+	l->tunnels = t;
+	l->count++;
+}
+
+static void close_lifetime_handles(struct listener *l)
+{
+	uv_close((uv_handle_t *)&l->sigint, NULL);
+	uv_close((uv_handle_t *)&l->sigterm, NULL);
+	uv_close((uv_handle_t *)&l->grace, NULL);
+}
+
+void listener_tunnel_gone(struct listener *l, struct tunnel *t)
+{
+	struct tunnel_links *lk = links(t);
+	if (lk->prev != NULL)
+		links(lk->prev)->next = lk->next;
+	else
+		l->tunnels = lk->next;
+	if (lk->next != NULL)
+		links(lk->next)->prev = lk->prev;
+	l->count--;
+	if (l->stopping && l->count == 0)
+		close_lifetime_handles(l);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+	struct listener *l = server->data;
+	if (status < 0) {
+		log_error("cannot accept a connection: %s", uv_strerror(status));
+		return;
+	}
+	int rc = tunnel_start(l, server);
+	if (rc < 0)
+		log_error("cannot accept a connection: %s", uv_strerror(rc));
+}
+
+static void on_grace_over(uv_timer_t *timer)
+{
+	struct listener *l = timer->data;
+	log_debug("%zu tunnel(s) still open after %d s: closing them", l->count, LISTENER_STOP_GRACE_MS / 1000);
+	struct tunnel *t = l->tunnels;
+	while (t != NULL) {
+		struct tunnel *next = links(t)->next;
+		tunnel_abort(t);
+		t = next;
+	}
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+	struct listener *l = sig->data;
+	if (l->stopping) {
+		log_warn("second %s: exiting at once", signum == SIGINT ? "SIGINT" : "SIGTERM");
+		exit(128 + signum);
+	}
+	l->stopping = true;
+	log_info("%s received: closing %zu open tunnel(s) and exiting", signum == SIGINT ? "SIGINT" : "SIGTERM",
+		 l->count);
+	uv_close((uv_handle_t *)&l->server, NULL);
+	struct tunnel *t = l->tunnels;
+	while (t != NULL) {
+		struct tunnel *next = links(t)->next;
+		tunnel_shutdown(t);
+		t = next;
+	}
+	if (l->count == 0) {
+		close_lifetime_handles(l);
+		return;
+	}
+	uv_timer_start(&l->grace, on_grace_over, LISTENER_STOP_GRACE_MS, 0);
+}
+
+/* The address to bind: an IP literal, or a name resolved once at start. */
+static int resolve_local(const struct tunnel_config *cfg, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (uv_ip4_addr(cfg->local_host, cfg->local_port, (struct sockaddr_in *)ss) == 0)
+		return 0;
+	const char *h = cfg->local_host;
+	char unbracketed[INET6_ADDRSTRLEN + 2];
+	size_t hl = strlen(h);
+	if (h[0] == '[' && hl > 2 && hl < sizeof(unbracketed) && h[hl - 1] == ']') {
+		memcpy(unbracketed, h + 1, hl - 2);
+		unbracketed[hl - 2] = '\0';
+		h = unbracketed;
+	}
+	if (uv_ip6_addr(h, cfg->local_port, (struct sockaddr_in6 *)ss) == 0)
+		return 0;
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	int rc = getaddrinfo(h, NULL, &hints, &res);
+	if (rc != 0)
+		return rc == EAI_NONAME ? UV_EAI_NONAME : UV_EAI_FAIL;
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons(cfg->local_port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons(cfg->local_port);
+	freeaddrinfo(res);
+	return 0;
+}
+
+static void format_sockaddr(const struct sockaddr_storage *ss, char *out, size_t outlen)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		uv_ip6_name(s6, ip, sizeof(ip));
+		snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		uv_ip4_name(s4, ip, sizeof(ip));
+		snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
+	}
+}
+
+static void format_remote(const struct tunnel_config *cfg, char *out, size_t outlen)
+{
+	if (cfg->remote_host == NULL) {
+		snprintf(out, outlen, "(defined in otoroshi target)");
+		return;
+	}
+	bool v6 = strchr(cfg->remote_host, ':') != NULL && cfg->remote_host[0] != '[';
+	if (cfg->remote_port != 0)
+		snprintf(out, outlen, "%s%s%s:%u", v6 ? "[" : "", cfg->remote_host, v6 ? "]" : "",
+			 (unsigned)cfg->remote_port);
+	else
+		snprintf(out, outlen, "%s", cfg->remote_host);
+}
+
+static int bind_and_listen(struct listener *l, char *where, size_t wherelen)
+{
+	const struct tunnel_config *cfg = l->cfg;
+	struct sockaddr_storage ss;
+	bool v6 = strchr(cfg->local_host, ':') != NULL;
+	snprintf(where, wherelen, "%s%s%s:%u", v6 && cfg->local_host[0] != '[' ? "[" : "", cfg->local_host,
+		 v6 && cfg->local_host[0] != '[' ? "]" : "", (unsigned)cfg->local_port);
+	int rc = resolve_local(cfg, &ss);
+	if (rc < 0)
+		return rc;
+	rc = uv_tcp_init(l->loop, &l->server);
+	if (rc < 0)
+		return rc;
+	l->server.data = l;
+	/* libuv reports some bind errors only at listen time: both go to the
+	 * same message. */
+	rc = uv_tcp_bind(&l->server, (const struct sockaddr *)&ss, 0);
+	if (rc == 0)
+		rc = uv_listen((uv_stream_t *)&l->server, 511, on_connection);
+	if (rc < 0)
+		return rc;
+	int len = sizeof(ss);
+	if (uv_tcp_getsockname(&l->server, (struct sockaddr *)&ss, &len) == 0)
+		format_sockaddr(&ss, where, wherelen);
+	return 0;
+}
+
+int listener_run(const struct tunnel_config *cfg)
+{
+	struct listener l;
+	memset(&l, 0, sizeof(l));
+	l.loop = uv_default_loop();
+	l.cfg = cfg;
+	signal(SIGPIPE, SIG_IGN);
+
+	char where[INET6_ADDRSTRLEN + 16];
+	int rc = bind_and_listen(&l, where, sizeof(where));
+	if (rc < 0) {
+		log_error("Failed to bind to %s: %s", where, uv_strerror(rc));
+		if (uv_is_active((uv_handle_t *)&l.server) || l.server.loop != NULL)
+			uv_close((uv_handle_t *)&l.server, NULL);
+		uv_run(l.loop, UV_RUN_DEFAULT);
+		uv_loop_close(l.loop);
+		return 1;
+	}
+	char remote[300];
+	format_remote(cfg, remote, sizeof(remote));
+	log_info("TCP tunnel listening on %s → %s via Otoroshi (%s)", where, remote, cfg->host);
+	if (cfg->local_host && strcmp(cfg->local_host, "127.0.0.1") != 0 && strcmp(cfg->local_host, "::1") != 0 &&
+	    strcmp(cfg->local_host, "localhost") != 0)
+		log_warn("listening on %s: anyone who can reach this address uses your credential for %s",
+			 where, cfg->host);
+
+	uv_signal_init(l.loop, &l.sigint);
+	uv_signal_init(l.loop, &l.sigterm);
+	uv_timer_init(l.loop, &l.grace);
+	l.sigint.data = l.sigterm.data = l.grace.data = &l;
+	uv_signal_start(&l.sigint, on_signal, SIGINT);
+	uv_signal_start(&l.sigterm, on_signal, SIGTERM);
+	log_info("TCP tunnel ready, waiting for connections ...");
+
+	uv_run(l.loop, UV_RUN_DEFAULT);
+	uv_loop_close(l.loop);
+	return 0;
+}

@@ -1,0 +1,37 @@
+/* listener: the local listening socket, the set of live tunnels, and the
+ * process's lifetime (signals, graceful stop).
+ *
+ * Ownership: one listener per run, on the stack of listener_run. Tunnels
+ * link themselves into it and unlink through listener_tunnel_gone. */
+#ifndef OTOROSHICTL_LISTENER_H
+#define OTOROSHICTL_LISTENER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+
+struct tunnel;
+
+/* How long open tunnels get to finish after SIGINT or SIGTERM. */
+#define LISTENER_STOP_GRACE_MS 2000
+
+struct listener {
+	uv_loop_t *loop;
+	const struct tunnel_config *cfg;
+	uv_tcp_t server;
+	uv_signal_t sigint, sigterm;
+	uv_timer_t grace;
+	struct tunnel *tunnels; /* doubly linked through tunnel.prev/next */
+	size_t count;
+	uint64_t next_id;
+	bool stopping;
+};
+
+/* Binds, serves until a signal, and returns the process's exit status. */
+int listener_run(const struct tunnel_config *cfg);
+void listener_tunnel_added(struct listener *l, struct tunnel *t);
+void listener_tunnel_gone(struct listener *l, struct tunnel *t);
+
+#endif

@@ -1,0 +1,41 @@
+/* log: the lines people read on stderr, in the reference client's format
+ * `[LEVEL otoroshictl::tunnels::tcp] message` (env_logger style).
+ *
+ * The level comes from the OTOROSHICTL environment variable (error, warn,
+ * info, debug, trace; default info) and -v raises it to debug. Colour is used
+ * only when stderr is a terminal and NO_COLOR is unset.
+ *
+ * Secrets are never handed to this layer: callers log redacted URLs and
+ * never format a credential, so nothing here needs to scrub strings. */
+#ifndef OTOROSHICTL_LOG_H
+#define OTOROSHICTL_LOG_H
+
+#include <stdbool.h>
+
+enum log_level {
+	LOG_ERROR = 1,
+	LOG_WARN,
+	LOG_INFO,
+	LOG_DEBUG,
+	LOG_TRACE,
+};
+
+/* Reads OTOROSHICTL and NO_COLOR and checks whether stderr is a terminal.
+ * Returns 0, or -1 when OTOROSHICTL holds an unknown level (the level then
+ * stays at info and the caller may warn). */
+int log_init(void);
+/* Raises the level to at least `level` (used by -v). */
+void log_raise(enum log_level level);
+bool log_enabled(enum log_level level);
+void log_msg(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Parses a level name; returns 0 when the name is unknown. */
+enum log_level log_level_parse(const char *name);
+
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, __VA_ARGS__); } while (0)
+#define log_trace(...) do { if (log_enabled(LOG_TRACE)) log_msg(LOG_TRACE, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,85 @@
+/* main: `otoroshictl`'s entry point: global options, the subcommands, and
+ * the exit status. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "listener.h"
+#include "log.h"
+#include "rng.h"
+#include "version.h"
+
+static int run_tcp_tunnel(int argc, char **argv, bool verbose)
+{
+	struct tunnel_config cfg;
+	char err[512];
+	cli_defaults(&cfg);
+	int rc = cli_parse_tcp_tunnel(argc, argv, &cfg, err, sizeof(err));
+	if (rc == CLI_HELP) {
+		cli_print_tcp_tunnel_help(stdout);
+		return 0;
+	}
+	if (rc != CLI_OK) {
+		fprintf(stderr, "error: %s\n", err);
+		return CLI_EXIT_USAGE;
+	}
+	if (verbose || cfg.verbose)
+		log_raise(LOG_DEBUG);
+	if (rng_init() != 0) {
+		log_error("cannot seed the random generator from the system's entropy");
+		return 1;
+	}
+	int status = listener_run(&cfg);
+	rng_finish();
+	return status;
+}
+
+static bool is_tcp_tunnel(const char *cmd)
+{
+	return strcmp(cmd, "tcp-tunnel") == 0 || strcmp(cmd, "tt") == 0;
+}
+
+int main(int argc, char **argv)
+{
+	bool verbose = false;
+	bool bad_level = log_init() != 0;
+	int i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+			verbose = true;
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			cli_print_main_help(stdout);
+			return 0;
+		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+			printf("otoroshictl %s\n", OTOROSHICTL_VERSION);
+			return 0;
+		} else {
+			break;
+		}
+	}
+	if (bad_level)
+		log_warn("OTOROSHICTL holds an unknown log level (use error, warn, info, debug or trace): using info");
+	if (i >= argc) {
+		cli_print_main_help(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	const char *cmd = argv[i];
+	if (is_tcp_tunnel(cmd))
+		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose);
+	if (strcmp(cmd, "help") == 0) {
+		if (i + 1 < argc && is_tcp_tunnel(argv[i + 1]))
+			cli_print_tcp_tunnel_help(stdout);
+		else if (i + 1 < argc) {
+			fprintf(stderr, "error: unknown command '%s'; see 'otoroshictl help'\n", argv[i + 1]);
+			return CLI_EXIT_USAGE;
+		} else
+			cli_print_main_help(stdout);
+		return 0;
+	}
+	if (cmd[0] == '-')
+		fprintf(stderr, "error: unknown option '%s'; see 'otoroshictl --help'\n", cmd);
+	else
+		fprintf(stderr, "error: unknown command '%s'; see 'otoroshictl --help'\n", cmd);
+	return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,36 @@
+/* tunnel: one accepted local connection paired with one WebSocket to the
+ * gateway (PROTOCOL.md section 1). It owns the states of both directions,
+ * the queues between them and their watermarks, and ends alone: nothing it
+ * does can stop the listener or another tunnel.
+ *
+ * Ownership: tunnel_start allocates the tunnel and links it into the
+ * listener; the tunnel frees itself once its handles are closed and then
+ * calls listener_tunnel_gone. */
+#ifndef OTOROSHICTL_TUNNEL_H
+#define OTOROSHICTL_TUNNEL_H
+
+#include <uv.h>
+
+struct listener;
+struct tunnel;
+
+/* Above this many bytes queued towards one side, the other side stops
+ * reading; below the low mark it reads again. */
+#define TUNNEL_HIGH_WATER (512 * 1024)
+#define TUNNEL_LOW_WATER (128 * 1024)
+/* From accept to an accepted upgrade. */
+#define TUNNEL_HANDSHAKE_TIMEOUT_MS 10000
+/* How long the gateway has to close after our Close, and how long the local
+ * client has to close after our FIN. */
+#define TUNNEL_DRAIN_TIMEOUT_MS 30000
+
+/* Accepts one connection from server and starts its tunnel. Returns 0, or a
+ * negative uv error when nothing could be accepted. */
+int tunnel_start(struct listener *l, uv_stream_t *server);
+/* Ends the tunnel gracefully, as a local end of input would: what is queued
+ * is sent, then Close 1000, then the gateway's last data is delivered. */
+void tunnel_shutdown(struct tunnel *t);
+/* Closes everything at once. */
+void tunnel_abort(struct tunnel *t);
+
+#endif

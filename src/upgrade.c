@@ -1,0 +1,470 @@
+/* upgrade: request head and incremental response parser; see upgrade.h. */
+#include "upgrade.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <mbedtls/base64.h>
+#include <mbedtls/sha1.h>
+#include <mbedtls/version.h>
+
+#include "url.h"
+
+enum { PHASE_HEAD, PHASE_BODY, PHASE_DONE };
+
+static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+const char *upgrade_strerror(int err)
+{
+	switch (err) {
+	case UPGRADE_NEED_MORE: return "incomplete answer";
+	case UPGRADE_SWITCHED: return "switched protocols";
+	case UPGRADE_REFUSED: return "refused";
+	case UPGRADE_ERR_HEAD_TOO_LARGE: return "the answer's head is larger than 16 KiB";
+	case UPGRADE_ERR_MALFORMED: return "the answer is not HTTP/1.1";
+	case UPGRADE_ERR_NO_UPGRADE: return "the 101 answer lacks 'Upgrade: websocket'";
+	case UPGRADE_ERR_NO_CONNECTION: return "the 101 answer lacks 'Connection: Upgrade'";
+	case UPGRADE_ERR_NO_ACCEPT: return "the 101 answer lacks Sec-WebSocket-Accept";
+	case UPGRADE_ERR_BAD_ACCEPT: return "the 101 answer's Sec-WebSocket-Accept does not match the key sent";
+	case UPGRADE_ERR_EXTENSION: return "the 101 answer names an extension or subprotocol that was not offered";
+	case UPGRADE_ERR_CRYPTO: return "base64 or SHA-1 failed";
+	case UPGRADE_ERR_TRUNCATED: return "the connection closed before the answer's head was complete";
+	default: return "unknown error";
+	}
+}
+
+int upgrade_make_key(const uint8_t raw[16], char out[UPGRADE_KEY_LEN + 1])
+{
+	size_t olen = 0;
+	if (mbedtls_base64_encode((unsigned char *)out, UPGRADE_KEY_LEN + 1, &olen, raw, 16) != 0 ||
+	    olen != UPGRADE_KEY_LEN)
+		return UPGRADE_ERR_CRYPTO;
+	return 0;
+}
+
+int upgrade_accept_for_key(const char *key, char out[UPGRADE_ACCEPT_LEN + 1])
+{
+	char joined[128];
+	int n = snprintf(joined, sizeof(joined), "%s%s", key, ws_guid);
+	if (n < 0 || (size_t)n >= sizeof(joined))
+		return UPGRADE_ERR_CRYPTO;
+	unsigned char digest[20];
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+	int rc = mbedtls_sha1((const unsigned char *)joined, (size_t)n, digest);
+#else
+	int rc = mbedtls_sha1_ret((const unsigned char *)joined, (size_t)n, digest);
+#endif
+	size_t olen = 0;
+	if (rc != 0 || mbedtls_base64_encode((unsigned char *)out, UPGRADE_ACCEPT_LEN + 1, &olen,
+					     digest, sizeof(digest)) != 0)
+		return UPGRADE_ERR_CRYPTO;
+	return 0;
+}
+
+/* "Basic " + base64(id:secret), into out. */
+static int basic_credential(char *out, size_t outlen, const char *id, const char *secret)
+{
+	size_t idlen = strlen(id), slen = strlen(secret);
+	size_t plain_len = idlen + 1 + slen;
+	unsigned char *plain = malloc(plain_len);
+	if (plain == NULL)
+		return UPGRADE_ERR_CRYPTO;
+	memcpy(plain, id, idlen);
+	plain[idlen] = ':';
+	memcpy(plain + idlen + 1, secret, slen);
+	size_t olen = 0;
+	int rc = mbedtls_base64_encode((unsigned char *)out, outlen, &olen, plain, plain_len);
+	/* The plain credential is a secret: do not leave it in freed memory. */
+	memset(plain, 0, plain_len);
+	free(plain);
+	return rc == 0 ? (int)olen : UPGRADE_ERR_CRYPTO;
+}
+
+int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *cfg, const char *key)
+{
+	size_t tlen = url_build_target(NULL, 0, cfg, false);
+	char *target = malloc(tlen + 1);
+	char *auth = NULL;
+	int ret = UPGRADE_ERR_CRYPTO;
+	if (target == NULL)
+		goto out;
+	url_build_target(target, tlen + 1, cfg, false);
+
+	if (cfg->access == ACCESS_APIKEY && cfg->apikey_client_id && cfg->apikey_client_secret) {
+		size_t alen = 4 * ((strlen(cfg->apikey_client_id) + strlen(cfg->apikey_client_secret) + 3) / 3) + 16;
+		auth = malloc(alen + 32);
+		if (auth == NULL)
+			goto out;
+		memcpy(auth, "Basic ", 6);
+		if (basic_credential(auth + 6, alen, cfg->apikey_client_id, cfg->apikey_client_secret) < 0)
+			goto out;
+	} else if (cfg->access == ACCESS_BEARER && cfg->bearer_token) {
+		size_t alen = strlen(cfg->bearer_token) + 8;
+		auth = malloc(alen);
+		if (auth == NULL)
+			goto out;
+		snprintf(auth, alen, "Bearer %s", cfg->bearer_token);
+	}
+
+	int n = snprintf(out, outlen,
+			 "GET %s HTTP/1.1\r\n"
+			 "Host: %s\r\n"
+			 "Connection: Upgrade\r\n"
+			 "Upgrade: websocket\r\n"
+			 "Sec-WebSocket-Version: 13\r\n"
+			 "Sec-WebSocket-Key: %s\r\n"
+			 "%s%s%s"
+			 "\r\n",
+			 target, cfg->host, key,
+			 auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "");
+	ret = n < 0 ? UPGRADE_ERR_CRYPTO : n;
+out:
+	free(target);
+	if (auth != NULL) {
+		memset(auth, 0, strlen(auth));
+		free(auth);
+	}
+	return ret;
+}
+
+void upgrade_response_init(struct upgrade_response *r, const char *expected_accept)
+{
+	memset(r, 0, offsetof(struct upgrade_response, head));
+	r->head_len = 0;
+	r->raw_len = 0;
+	r->content_length = -1;
+	r->chunked = false;
+	r->phase = PHASE_HEAD;
+	snprintf(r->expected_accept, sizeof(r->expected_accept), "%s", expected_accept ? expected_accept : "");
+}
+
+/* Does the comma-separated list `value` hold `token` (case-insensitive)? */
+static bool has_token(const char *value, const char *token)
+{
+	size_t tlen = strlen(token);
+	const char *p = value;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		const char *start = p;
+		while (*p && *p != ',')
+			p++;
+		const char *end = p;
+		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		if ((size_t)(end - start) == tlen && strncasecmp(start, token, tlen) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Returns the index one past the blank line ending the head, or 0. */
+static size_t find_head_end(const char *buf, size_t len, size_t from)
+{
+	size_t i = from > 3 ? from - 3 : 0;
+	for (; i < len; i++) {
+		if (buf[i] != '\n')
+			continue;
+		if (i + 1 < len && buf[i + 1] == '\n')
+			return i + 2;
+		if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n')
+			return i + 3;
+	}
+	return 0;
+}
+
+/* Splits the head (NUL-terminated, in place) into its status line and
+ * headers and checks them. */
+static int parse_head(struct upgrade_response *r)
+{
+	char *line = r->head;
+	char *next = strchr(line, '\n');
+	if (next == NULL)
+		return UPGRADE_ERR_MALFORMED;
+	*next++ = '\0';
+	size_t ll = strlen(line);
+	if (ll > 0 && line[ll - 1] == '\r')
+		line[--ll] = '\0';
+	if (strncmp(line, "HTTP/1.", 7) != 0 || ll < 12 || line[8] != ' ' ||
+	    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
+	    !isdigit((unsigned char)line[11]) || (line[12] != ' ' && line[12] != '\0'))
+		return UPGRADE_ERR_MALFORMED;
+	r->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+	snprintf(r->reason, sizeof(r->reason), "%s", line[12] ? line + 13 : "");
+
+	bool upgrade = false, connection = false, accept_seen = false, accept_ok = false, extra = false;
+	for (line = next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		ll = strlen(line);
+		if (ll > 0 && line[ll - 1] == '\r')
+			line[--ll] = '\0';
+		if (ll == 0)
+			break;
+		char *colon = strchr(line, ':');
+		if (colon == NULL)
+			return UPGRADE_ERR_MALFORMED;
+		*colon = '\0';
+		char *value = colon + 1;
+		while (*value == ' ' || *value == '\t')
+			value++;
+		char *vend = value + strlen(value);
+		while (vend > value && (vend[-1] == ' ' || vend[-1] == '\t'))
+			*--vend = '\0';
+		if (strcasecmp(line, "Upgrade") == 0)
+			upgrade = upgrade || has_token(value, "websocket");
+		else if (strcasecmp(line, "Connection") == 0)
+			connection = connection || has_token(value, "upgrade");
+		else if (strcasecmp(line, "Sec-WebSocket-Accept") == 0) {
+			accept_seen = true;
+			accept_ok = strcmp(value, r->expected_accept) == 0;
+		} else if (strcasecmp(line, "Sec-WebSocket-Extensions") == 0 ||
+			   strcasecmp(line, "Sec-WebSocket-Protocol") == 0)
+			extra = true;
+		else if (strcasecmp(line, "Content-Length") == 0) {
+			char *end;
+			long long v = strtoll(value, &end, 10);
+			if (end == value || *end != '\0' || v < 0)
+				return UPGRADE_ERR_MALFORMED;
+			r->content_length = v;
+		} else if (strcasecmp(line, "Transfer-Encoding") == 0)
+			r->chunked = has_token(value, "chunked");
+		else if (strcasecmp(line, "Location") == 0)
+			snprintf(r->location, sizeof(r->location), "%s", value);
+	}
+	if (r->status != 101)
+		return UPGRADE_REFUSED;
+	if (!upgrade)
+		return UPGRADE_ERR_NO_UPGRADE;
+	if (!connection)
+		return UPGRADE_ERR_NO_CONNECTION;
+	if (!accept_seen)
+		return UPGRADE_ERR_NO_ACCEPT;
+	if (!accept_ok)
+		return UPGRADE_ERR_BAD_ACCEPT;
+	if (extra)
+		return UPGRADE_ERR_EXTENSION;
+	return UPGRADE_SWITCHED;
+}
+
+static void body_append(struct upgrade_response *r, const uint8_t *data, size_t len)
+{
+	size_t room = UPGRADE_MAX_BODY - r->body_len;
+	if (len > room)
+		len = room;
+	memcpy(r->body + r->body_len, data, len);
+	r->body_len += len;
+	r->body[r->body_len] = '\0';
+}
+
+/* Decodes raw_body as chunked coding into body. True once the last chunk
+ * was seen or the kept body is full. */
+static bool decode_chunked(struct upgrade_response *r)
+{
+	r->body_len = 0;
+	r->body[0] = '\0';
+	size_t i = 0;
+	for (;;) {
+		size_t line_end = i;
+		while (line_end < r->raw_len && r->raw_body[line_end] != '\n')
+			line_end++;
+		if (line_end >= r->raw_len)
+			return r->raw_len >= sizeof(r->raw_body);
+		unsigned long size = strtoul(r->raw_body + i, NULL, 16);
+		i = line_end + 1;
+		if (size == 0)
+			return true;
+		size_t avail = r->raw_len - i;
+		size_t take = size < avail ? size : avail;
+		body_append(r, (const uint8_t *)r->raw_body + i, take);
+		if (take < size || r->body_len >= UPGRADE_MAX_BODY)
+			return r->body_len >= UPGRADE_MAX_BODY || r->raw_len >= sizeof(r->raw_body);
+		i += size;
+		while (i < r->raw_len && (r->raw_body[i] == '\r' || r->raw_body[i] == '\n'))
+			i++;
+	}
+}
+
+static int feed_body(struct upgrade_response *r, const uint8_t *data, size_t len, size_t *consumed)
+{
+	if (r->chunked) {
+		size_t room = sizeof(r->raw_body) - r->raw_len;
+		size_t take = len < room ? len : room;
+		memcpy(r->raw_body + r->raw_len, data, take);
+		r->raw_len += take;
+		*consumed += take;
+		if (decode_chunked(r)) {
+			r->phase = PHASE_DONE;
+			return UPGRADE_REFUSED;
+		}
+		return UPGRADE_NEED_MORE;
+	}
+	size_t take = len;
+	if (r->content_length >= 0) {
+		long long left = r->content_length - (long long)r->raw_len;
+		if ((long long)take > left)
+			take = (size_t)left;
+	}
+	body_append(r, data, take);
+	r->raw_len += take; /* counts the body bytes seen, kept or not */
+	*consumed += take;
+	if ((r->content_length >= 0 && (long long)r->raw_len >= r->content_length) ||
+	    r->body_len >= UPGRADE_MAX_BODY) {
+		r->phase = PHASE_DONE;
+		return UPGRADE_REFUSED;
+	}
+	return UPGRADE_NEED_MORE;
+}
+
+int upgrade_response_feed(struct upgrade_response *r, const uint8_t *data, size_t len, size_t *consumed)
+{
+	*consumed = 0;
+	if (r->phase == PHASE_DONE)
+		return r->status == 101 ? UPGRADE_SWITCHED : UPGRADE_REFUSED;
+	if (r->phase == PHASE_BODY)
+		return feed_body(r, data, len, consumed);
+
+	/* Copy no more than the head can hold; the end of the head is looked
+	 * for only in what is new (plus three bytes of overlap). */
+	size_t room = UPGRADE_MAX_HEAD - 1 - r->head_len;
+	size_t take = len < room ? len : room;
+	size_t before = r->head_len;
+	memcpy(r->head + r->head_len, data, take);
+	r->head_len += take;
+	size_t end = find_head_end(r->head, r->head_len, before);
+	if (end == 0) {
+		*consumed = take;
+		return r->head_len >= UPGRADE_MAX_HEAD - 1 ? UPGRADE_ERR_HEAD_TOO_LARGE : UPGRADE_NEED_MORE;
+	}
+	*consumed = end - before;
+	r->head[end] = '\0';
+	r->head_len = end;
+	int rc = parse_head(r);
+	if (rc != UPGRADE_REFUSED) {
+		r->phase = PHASE_DONE;
+		return rc;
+	}
+	r->raw_len = 0;
+	bool no_body = r->content_length == 0 || r->status == 204 || r->status == 304 ||
+		       (r->status >= 100 && r->status < 200);
+	if (no_body) {
+		r->phase = PHASE_DONE;
+		return UPGRADE_REFUSED;
+	}
+	r->phase = PHASE_BODY;
+	size_t more = 0;
+	rc = feed_body(r, data + *consumed, len - *consumed, &more);
+	*consumed += more;
+	return rc;
+}
+
+int upgrade_response_eof(struct upgrade_response *r)
+{
+	if (r->phase == PHASE_HEAD)
+		return UPGRADE_ERR_TRUNCATED;
+	if (r->phase == PHASE_BODY && r->chunked)
+		decode_chunked(r);
+	r->phase = PHASE_DONE;
+	return r->status == 101 ? UPGRADE_SWITCHED : UPGRADE_REFUSED;
+}
+
+/* Copies the JSON string value of `key` from body into out, unescaping the
+ * simple escapes. True when found. */
+static bool json_string_value(const char *body, const char *key, char *out, size_t outlen)
+{
+	char pattern[64];
+	snprintf(pattern, sizeof(pattern), "\"%s\"", key);
+	const char *p = strstr(body, pattern);
+	if (p == NULL)
+		return false;
+	p += strlen(pattern);
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	if (*p++ != ':')
+		return false;
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	if (*p++ != '"')
+		return false;
+	size_t o = 0;
+	for (; *p && *p != '"' && o + 1 < outlen; p++) {
+		char c = *p;
+		if (c == '\\' && p[1]) {
+			p++;
+			c = *p == 'n' ? ' ' : *p == 't' ? ' ' : *p == 'r' ? ' ' : *p;
+		}
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+/* Replaces control characters so that a hostile body cannot forge log
+ * lines or terminal escapes. */
+static void make_printable(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+}
+
+void upgrade_refusal_text(const struct upgrade_response *r, char *out, size_t outlen)
+{
+	if (outlen == 0)
+		return;
+	out[0] = '\0';
+	if (r->body_len == 0)
+		return;
+	if (!json_string_value(r->body, "Otoroshi-Error", out, outlen) &&
+	    !json_string_value(r->body, "error", out, outlen) &&
+	    !json_string_value(r->body, "message", out, outlen)) {
+		size_t n = strcspn(r->body, "\r\n");
+		const size_t cap = 200;
+		if (n > cap)
+			n = cap;
+		if (n >= outlen)
+			n = outlen - 1;
+		memcpy(out, r->body, n);
+		out[n] = '\0';
+	}
+	make_printable(out);
+}
+
+const char *upgrade_refusal_hint(int status, enum access_type access)
+{
+	switch (status) {
+	case 303:
+		if (access == ACCESS_SESSION)
+			return "the session token was not accepted: get a fresh one and pass it with --session-token";
+		return "the route is a private app that redirects to a login page: use --access-type session with --session-token";
+	case 400:
+	case 401:
+		switch (access) {
+		case ACCESS_APIKEY:
+			return "check --apikey-client-id and --apikey-client-secret, and that --access-type matches the route";
+		case ACCESS_BEARER:
+			return "check --bearer-token, and that --access-type matches the route";
+		case ACCESS_SESSION:
+			return "check --session-token, and that --access-type matches the route";
+		case ACCESS_PUBLIC:
+			return "the route wants credentials: set --access-type and the matching credential flags";
+		}
+		return NULL;
+	case 403:
+		return "the credential is valid but not allowed on this route (tags, metadata or restrictions): check the route and the API key";
+	case 404:
+		return "check --host (the route is chosen by it) and that the route has the TCP tunnel plugin";
+	case 429:
+		return "the API key's quota is exhausted: wait, or raise the quota in Otoroshi";
+	case 502:
+	case 503:
+	case 504:
+		return "the gateway or a proxy in front of it could not serve the route: try again, or check the gateway";
+	default:
+		return NULL;
+	}
+}

@@ -1,0 +1,75 @@
+/* upstream: the byte stream from a tunnel to the gateway. It resolves the
+ * gateway's name without blocking (uv_getaddrinfo), tries every address in
+ * turn, and then carries bytes both ways. The tunnel sees only this
+ * interface, so TLS and an HTTP CONNECT proxy go in here, below the
+ * WebSocket upgrade, without changing the tunnel.
+ *
+ * Ownership: embedded in its owner (init/close). The owner must wait for
+ * on_closed before freeing the memory that holds it. */
+#ifndef OTOROSHICTL_UPSTREAM_H
+#define OTOROSHICTL_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "writer.h"
+
+struct upstream_callbacks {
+	/* Connected (status 0), or failed: status is a negative uv error and
+	 * stage says which step failed ("resolve" or "connect"). */
+	void (*on_connect)(void *user, int status, const char *stage);
+	/* Bytes from the gateway; valid only during the call. */
+	void (*on_read)(void *user, const uint8_t *data, size_t len);
+	/* The gateway's side ended: UV_EOF, or a negative uv error. */
+	void (*on_end)(void *user, int status);
+	/* A write finished (status 0) or failed; pending bytes went down. */
+	void (*on_written)(void *user, int status);
+	/* Everything is closed; the owner may free the memory now. */
+	void (*on_closed)(void *user);
+};
+
+enum upstream_state {
+	UPSTREAM_IDLE,
+	UPSTREAM_RESOLVING,
+	UPSTREAM_CONNECTING,
+	UPSTREAM_CONNECTED,
+	UPSTREAM_CLOSING,
+	UPSTREAM_CLOSED,
+};
+
+struct upstream {
+	uv_loop_t *loop;
+	enum upstream_state state;
+	struct upstream_callbacks cb;
+	void *user;
+
+	uv_getaddrinfo_t gai;
+	uv_connect_t creq;
+	uv_tcp_t tcp;
+	bool tcp_live; /* tcp is initialised and not yet closed */
+	struct addrinfo *addrs, *next;
+	int last_error;
+	uint16_t port;
+	char peer[64]; /* the address connected to, for logs */
+
+	struct writer w;
+	bool reading;
+};
+
+void upstream_init(struct upstream *u, uv_loop_t *loop, const struct upstream_callbacks *cb, void *user);
+/* Starts resolving name and connecting to port. Returns 0 or a negative uv
+ * error (nothing started). */
+int upstream_connect(struct upstream *u, const char *name, uint16_t port);
+/* Queues bytes for the gateway (copied). */
+int upstream_write(struct upstream *u, const uint8_t *data, size_t len);
+/* Starts writing what is queued. */
+int upstream_flush(struct upstream *u);
+/* Bytes queued and not yet confirmed written. */
+size_t upstream_pending(const struct upstream *u);
+/* Starts or stops reading from the gateway. */
+int upstream_read(struct upstream *u, bool on);
+/* Closes everything; on_closed follows (once). Safe to call twice. */
+void upstream_close(struct upstream *u);
+
+#endif

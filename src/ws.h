@@ -1,0 +1,71 @@
+/* ws: the client side of a WebSocket connection (RFC 6455) on top of wslay's
+ * event API, with no I/O of its own: bytes from the gateway are fed in with
+ * ws_feed, and the frames to send come out through the send callback.
+ *
+ * Incoming data frames are streamed, not gathered into messages: the
+ * payload of binary frames (and of their continuations) reaches on_data as
+ * it arrives, so that memory does not grow with the announced sizes. Text
+ * frames carry nothing and are dropped. Pings are answered by wslay.
+ *
+ * Ownership: ws_create allocates, ws_destroy frees (NULL is fine). The
+ * callbacks must not call ws_destroy. */
+#ifndef OTOROSHICTL_WS_H
+#define OTOROSHICTL_WS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Payload limit of the frames this client sends (PROTOCOL.md section 4). */
+#define WS_MAX_FRAME 65536
+
+enum ws_error {
+	WS_OK = 0,
+	WS_ERR_NOMEM = -1,
+	WS_ERR_PROTOCOL = -2, /* the gateway broke RFC 6455; a Close was queued */
+	WS_ERR_CLOSED = -3,   /* sending after the Close */
+	WS_ERR_INTERNAL = -4,
+};
+
+const char *ws_strerror(int err);
+
+struct ws_callbacks {
+	/* Payload bytes of binary messages, in order. */
+	void (*on_data)(void *user, const uint8_t *data, size_t len);
+	/* The gateway's Close frame; code is 0 when it carried none. */
+	void (*on_close)(void *user, uint16_t code, const uint8_t *reason, size_t reason_len);
+	/* Takes up to len bytes of outgoing frames; returns how many it took,
+	 * or 0 when it cannot take more now (the rest stays queued). */
+	size_t (*send)(void *user, const uint8_t *data, size_t len);
+};
+
+struct ws;
+
+struct ws *ws_create(const struct ws_callbacks *cb, void *user);
+void ws_destroy(struct ws *ws);
+
+/* Feeds bytes read from the gateway; runs the callbacks. Returns WS_OK or
+ * a negative ws_error. */
+int ws_feed(struct ws *ws, const uint8_t *data, size_t len);
+/* Queues one binary message of at most WS_MAX_FRAME bytes (copied). */
+int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len);
+/* Queues a Close frame with this status code. */
+int ws_queue_close(struct ws *ws, uint16_t code);
+/* Hands queued frames to the send callback until it stops taking them. */
+int ws_flush(struct ws *ws);
+
+/* Bytes of data messages queued and not yet handed to send. */
+size_t ws_queued_bytes(const struct ws *ws);
+/* Messages (data and control) queued and not yet handed to send. */
+size_t ws_queued_count(const struct ws *ws);
+bool ws_close_sent(const struct ws *ws);
+bool ws_close_received(const struct ws *ws);
+/* True while frames are still to be read (no Close received, no error). */
+bool ws_want_read(const struct ws *ws);
+/* The status code of the Close this side sent or queued, or 0. */
+uint16_t ws_close_code_sent(const struct ws *ws);
+/* A few words for a Close status code (1000 "normal closure", ...). */
+const char *ws_describe_code(uint16_t code);
+
+#endif
