@@ -324,13 +324,13 @@ int upgrade_response_feed(struct upgrade_response *r, const uint8_t *data, size_
 {
 	*consumed = 0;
 	if (r->phase == PHASE_DONE)
-		return r->status == 101 ? UPGRADE_SWITCHED : UPGRADE_REFUSED;
+		return r->result;
 	if (r->phase == PHASE_BODY)
 		return feed_body(r, data, len, consumed);
 
 	/* Copy no more than the head can hold; the end of the head is looked
 	 * for only in what is new (plus three bytes of overlap). */
-	size_t room = UPGRADE_MAX_HEAD - 1 - r->head_len;
+	size_t room = UPGRADE_MAX_HEAD - r->head_len;
 	size_t take = len < room ? len : room;
 	size_t before = r->head_len;
 	memcpy(r->head + r->head_len, data, take);
@@ -338,7 +338,7 @@ int upgrade_response_feed(struct upgrade_response *r, const uint8_t *data, size_
 	size_t end = find_head_end(r->head, r->head_len, before);
 	if (end == 0) {
 		*consumed = take;
-		return r->head_len >= UPGRADE_MAX_HEAD - 1 ? UPGRADE_ERR_HEAD_TOO_LARGE : UPGRADE_NEED_MORE;
+		return r->head_len >= UPGRADE_MAX_HEAD ? UPGRADE_ERR_HEAD_TOO_LARGE : UPGRADE_NEED_MORE;
 	}
 	*consumed = end - before;
 	r->head[end] = '\0';
@@ -346,8 +346,10 @@ int upgrade_response_feed(struct upgrade_response *r, const uint8_t *data, size_
 	int rc = parse_head(r);
 	if (rc != UPGRADE_REFUSED) {
 		r->phase = PHASE_DONE;
+		r->result = rc;
 		return rc;
 	}
+	r->result = UPGRADE_REFUSED;
 	r->raw_len = 0;
 	bool no_body = r->content_length == 0 || r->status == 204 || r->status == 304 ||
 		       (r->status >= 100 && r->status < 200);
@@ -369,7 +371,7 @@ int upgrade_response_eof(struct upgrade_response *r)
 	if (r->phase == PHASE_BODY && r->chunked)
 		decode_chunked(r);
 	r->phase = PHASE_DONE;
-	return r->status == 101 ? UPGRADE_SWITCHED : UPGRADE_REFUSED;
+	return r->result;
 }
 
 /* Copies the JSON string value of `key` from body into out, unescaping the
@@ -378,14 +380,18 @@ static bool json_string_value(const char *body, const char *key, char *out, size
 {
 	char pattern[64];
 	snprintf(pattern, sizeof(pattern), "\"%s\"", key);
-	const char *p = strstr(body, pattern);
-	if (p == NULL)
-		return false;
-	p += strlen(pattern);
-	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-		p++;
-	if (*p++ != ':')
-		return false;
+	const char *p = body;
+	for (;;) {
+		p = strstr(p, pattern);
+		if (p == NULL)
+			return false;
+		p += strlen(pattern);
+		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+			p++;
+		if (*p == ':')
+			break;
+	}
+	p++;
 	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
 		p++;
 	if (*p++ != '"')

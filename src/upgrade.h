@@ -62,7 +62,8 @@ struct upgrade_response {
 
 	/* Parser state. */
 	int phase;
-	char head[UPGRADE_MAX_HEAD];
+	int result; /* what feed returned when the answer was complete */
+	char head[UPGRADE_MAX_HEAD + 1];
 	size_t head_len;
 	long long content_length; /* -1: none given */
 	bool chunked;

@@ -1,6 +1,7 @@
 /* url: --host parsing and request-target building; see url.h. */
 #include "url.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -118,8 +119,13 @@ int url_parse_host(const char *host, bool tls, char *name, size_t namelen, uint1
 		return parse_port(close + 2, close + 2 + strlen(close + 2), port);
 	}
 	const char *colon = strchr(host, ':');
-	if (colon != NULL && strchr(colon + 1, ':') != NULL)
-		return copy_name(name, namelen, host, strlen(host)); /* bare IPv6 */
+	if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+		/* Several colons: only an IPv6 address, which needs no port. */
+		unsigned char addr[16];
+		if (inet_pton(AF_INET6, host, addr) != 1)
+			return URL_ERR_BAD_PORT;
+		return copy_name(name, namelen, host, strlen(host));
+	}
 	if (colon == NULL)
 		return copy_name(name, namelen, host, strlen(host));
 	int rc = copy_name(name, namelen, host, (size_t)(colon - host));

@@ -21,6 +21,8 @@ struct ws {
 	uint8_t frame_opcode;
 	uint8_t msg_opcode;
 	bool closed_seen;
+	bool send_blocked;
+	uint16_t close_queued;
 };
 
 const char *ws_strerror(int err)
@@ -55,6 +57,7 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 	struct ws *ws = user;
 	size_t n = ws->cb.send(ws->user, data, len);
 	if (n == 0) {
+		ws->send_blocked = true;
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
@@ -145,6 +148,8 @@ int ws_feed(struct ws *ws, const uint8_t *data, size_t len)
 	ws->in_len = 0;
 	if (rc == WSLAY_ERR_NOMEM)
 		return WS_ERR_NOMEM;
+	if (rc == WSLAY_ERR_CALLBACK_FAILURE)
+		return WS_ERR_PROTOCOL;
 	if (rc != 0)
 		return WS_ERR_INTERNAL;
 	/* wslay answers a broken frame by queuing a Close and no longer
@@ -170,6 +175,8 @@ int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len)
 int ws_queue_close(struct ws *ws, uint16_t code)
 {
 	int rc = wslay_event_queue_close(ws->ctx, code, NULL, 0);
+	if (rc == 0)
+		ws->close_queued = code;
 	if (rc == WSLAY_ERR_NOMEM)
 		return WS_ERR_NOMEM;
 	return rc == 0 ? WS_OK : WS_ERR_CLOSED;
@@ -177,7 +184,11 @@ int ws_queue_close(struct ws *ws, uint16_t code)
 
 int ws_flush(struct ws *ws)
 {
-	int rc = wslay_event_send(ws->ctx);
+	int rc;
+	do {
+		ws->send_blocked = false;
+		rc = wslay_event_send(ws->ctx);
+	} while (rc == 0 && !ws->send_blocked && wslay_event_want_write(ws->ctx));
 	if (rc == WSLAY_ERR_NOMEM)
 		return WS_ERR_NOMEM;
 	return rc == 0 ? WS_OK : WS_ERR_INTERNAL;
@@ -210,6 +221,8 @@ bool ws_want_read(const struct ws *ws)
 
 uint16_t ws_close_code_sent(const struct ws *ws)
 {
+	if (!wslay_event_get_close_sent(ws->ctx))
+		return ws->close_queued;
 	return wslay_event_get_status_code_sent(ws->ctx);
 }
 

@@ -63,7 +63,9 @@ bool ws_close_sent(const struct ws *ws);
 bool ws_close_received(const struct ws *ws);
 /* True while frames are still to be read (no Close received, no error). */
 bool ws_want_read(const struct ws *ws);
-/* The status code of the Close this side sent or queued, or 0. */
+/* The status code of the Close this side sent, or queued through
+ * ws_queue_close, or 0. A Close queued jumps ahead of queued data, and the
+ * data behind it is never sent. */
 uint16_t ws_close_code_sent(const struct ws *ws);
 /* A few words for a Close status code (1000 "normal closure", ...). */
 const char *ws_describe_code(uint16_t code);

@@ -1,0 +1,441 @@
+/* Unit tests for cli.h: the tcp-tunnel command line. Every option in both
+ * spellings, the defaults of the reference client, and every usage error,
+ * which must come back as CLI_USAGE with one line naming the flag. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define MAX_ARGS 32
+
+/* Parses a NULL-terminated list of arguments into cfg, after the
+ * defaults. argv is copied so that the strings outlive the call, as argv
+ * does in main. */
+struct parsed {
+	char *argv[MAX_ARGS];
+	int argc;
+	struct tunnel_config cfg;
+	char err[512];
+	int rc;
+};
+
+static char *argbuf[MAX_ARGS];
+
+static void parse_list(struct parsed *p, const char *const *args)
+{
+	memset(p, 0, sizeof(*p));
+	for (p->argc = 0; args[p->argc] != NULL; p->argc++) {
+		assert_true(p->argc < MAX_ARGS);
+		free(argbuf[p->argc]);
+		argbuf[p->argc] = strdup(args[p->argc]);
+		p->argv[p->argc] = argbuf[p->argc];
+	}
+	cli_defaults(&p->cfg);
+	memset(p->err, 'Z', sizeof(p->err) - 1);
+	p->err[sizeof(p->err) - 1] = '\0';
+	p->rc = cli_parse_tcp_tunnel(p->argc, p->argv, &p->cfg, p->err, sizeof(p->err));
+}
+
+#define PARSE(p, ...) parse_list((p), (const char *const[]){__VA_ARGS__, NULL})
+
+static int free_args(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < MAX_ARGS; i++) {
+		free(argbuf[i]);
+		argbuf[i] = NULL;
+	}
+	return 0;
+}
+
+/* A usage error: CLI_USAGE, and one line that names `flag`. */
+static void expect_usage(const struct parsed *p, const char *flag)
+{
+	if (p->rc != CLI_USAGE)
+		fail_msg("expected CLI_USAGE naming %s, got %d (err '%s')", flag, p->rc, p->err);
+	assert_true(strlen(p->err) > 0);
+	assert_null(strchr(p->err, '\n'));
+	if (strstr(p->err, flag) == NULL)
+		fail_msg("error '%s' does not name %s", p->err, flag);
+}
+
+static void expect_ok(const struct parsed *p)
+{
+	if (p->rc != CLI_OK)
+		fail_msg("expected CLI_OK, got %d (err '%s')", p->rc, p->err);
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct tunnel_config cfg;
+	memset(&cfg, 0x5a, sizeof(cfg));
+	cli_defaults(&cfg);
+	assert_string_equal(cfg.local_host, "127.0.0.1");
+	assert_int_equal(cfg.local_port, 2222);
+	assert_int_equal(cfg.access, ACCESS_APIKEY);
+	assert_null(cfg.host);
+	assert_null(cfg.remote_host);
+	assert_int_equal(cfg.remote_port, 0);
+	assert_false(cfg.tls);
+	assert_false(cfg.verbose);
+	assert_null(cfg.apikey_client_id);
+	assert_null(cfg.apikey_client_secret);
+	assert_null(cfg.bearer_token);
+	assert_null(cfg.session_token);
+}
+
+static void test_minimal_apikey(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw.example.com", "--apikey-client-id", "id", "--apikey-client-secret", "sec");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.host, "gw.example.com");
+	assert_string_equal(p.cfg.gw_name, "gw.example.com");
+	assert_int_equal(p.cfg.gw_port, 80);
+	assert_false(p.cfg.tls);
+	assert_string_equal(p.cfg.local_host, "127.0.0.1");
+	assert_int_equal(p.cfg.local_port, 2222);
+	assert_int_equal(p.cfg.access, ACCESS_APIKEY);
+	assert_string_equal(p.cfg.apikey_client_id, "id");
+	assert_string_equal(p.cfg.apikey_client_secret, "sec");
+	assert_null(p.cfg.remote_host);
+	assert_int_equal(p.cfg.remote_port, 0);
+	assert_false(p.cfg.verbose);
+	/* The strings point into argv, as the header says. */
+	assert_ptr_equal(p.cfg.host, p.argv[1]);
+}
+
+/* Every option with a value, as `--opt value` and as `--opt=value`. */
+static void test_every_option_both_forms(void **state)
+{
+	(void)state;
+	for (int form = 0; form < 2; form++) {
+		static const char *const names[] = {"host", "local-host", "local-port", "remote-host",
+						    "remote-port", "access-type", "bearer-token"};
+		static const char *const values[] = {"[::1]:8443", "0.0.0.0", "0", "db.internal",
+						     "5432", "bearer", "tok=en"};
+		const char *args[MAX_ARGS];
+		char joined[7][64];
+		int n = 0;
+		for (int i = 0; i < 7; i++) {
+			if (form == 0) {
+				snprintf(joined[i], sizeof(joined[i]), "--%s", names[i]);
+				args[n++] = joined[i];
+				args[n++] = values[i];
+			} else {
+				snprintf(joined[i], sizeof(joined[i]), "--%s=%s", names[i], values[i]);
+				args[n++] = joined[i];
+			}
+		}
+		args[n++] = "--tls";
+		args[n++] = form == 0 ? "-v" : "--verbose";
+		args[n] = NULL;
+		struct parsed p;
+		parse_list(&p, args);
+		expect_ok(&p);
+		assert_string_equal(p.cfg.host, "[::1]:8443");
+		assert_string_equal(p.cfg.gw_name, "::1");
+		assert_int_equal(p.cfg.gw_port, 8443);
+		assert_true(p.cfg.tls);
+		assert_string_equal(p.cfg.local_host, "0.0.0.0");
+		assert_int_equal(p.cfg.local_port, 0);
+		assert_string_equal(p.cfg.remote_host, "db.internal");
+		assert_int_equal(p.cfg.remote_port, 5432);
+		assert_int_equal(p.cfg.access, ACCESS_BEARER);
+		/* Only the first '=' splits name from value. */
+		assert_string_equal(p.cfg.bearer_token, "tok=en");
+		assert_true(p.cfg.verbose);
+	}
+
+	struct parsed p;
+	PARSE(&p, "--host=gw", "--apikey-client-id=the-id", "--apikey-client-secret=the-secret");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.apikey_client_id, "the-id");
+	assert_string_equal(p.cfg.apikey_client_secret, "the-secret");
+
+	PARSE(&p, "--host", "gw", "--access-type", "session", "--session-token", "s3ss");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.access, ACCESS_SESSION);
+	assert_string_equal(p.cfg.session_token, "s3ss");
+
+	PARSE(&p, "--host=gw", "--access-type=session", "--session-token=s=1");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.session_token, "s=1");
+
+	PARSE(&p, "--host", "gw", "--access-type", "public");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.access, ACCESS_PUBLIC);
+}
+
+static void test_tls_default_port(void **state)
+{
+	(void)state;
+	struct parsed p;
+	/* --tls changes the default port whether it comes before or after --host. */
+	PARSE(&p, "--host", "gw", "--tls", "--access-type", "public");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.gw_port, 443);
+	PARSE(&p, "--tls", "--host", "gw", "--access-type", "public");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.gw_port, 443);
+	PARSE(&p, "--tls", "--host", "gw:8443", "--access-type", "public");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.gw_port, 8443);
+	assert_string_equal(p.cfg.host, "gw:8443");
+}
+
+static void test_access_type_aliases(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "jwt", "--bearer-token", "t");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.access, ACCESS_BEARER);
+	PARSE(&p, "--host", "gw", "--access-type", "bearer", "--bearer-token", "t");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.access, ACCESS_BEARER);
+	PARSE(&p, "--host", "gw", "--access-type", "apikey", "--apikey-client-id", "i",
+	      "--apikey-client-secret", "s");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.access, ACCESS_APIKEY);
+}
+
+static void test_port_bounds(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--local-port", "65535", "--remote-port", "1");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.local_port, 65535);
+	assert_int_equal(p.cfg.remote_port, 1);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--remote-port", "65535");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.remote_port, 65535);
+}
+
+static void test_help(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "-h");
+	assert_int_equal(p.rc, CLI_HELP);
+	PARSE(&p, "--help");
+	assert_int_equal(p.rc, CLI_HELP);
+	/* Help wins over the checks that need every option. */
+	PARSE(&p, "--access-type", "bearer", "--help");
+	assert_int_equal(p.rc, CLI_HELP);
+	PARSE(&p, "--help", "--host", "gw");
+	assert_int_equal(p.rc, CLI_HELP);
+}
+
+static void test_verbose(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "-v", "--host", "gw", "--access-type", "public");
+	expect_ok(&p);
+	assert_true(p.cfg.verbose);
+	PARSE(&p, "--host", "gw", "--access-type", "public");
+	expect_ok(&p);
+	assert_false(p.cfg.verbose);
+}
+
+static void test_usage_unknown_and_stray(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--frobnicate");
+	expect_usage(&p, "--frobnicate");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--frobnicate=1");
+	expect_usage(&p, "--frobnicate");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "-x");
+	expect_usage(&p, "-x");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "stray");
+	expect_usage(&p, "stray");
+	PARSE(&p, "stray", "--host", "gw", "--access-type", "public");
+	expect_usage(&p, "stray");
+	/* A prefix of an option is not the option. */
+	PARSE(&p, "--ho", "gw", "--access-type", "public");
+	expect_usage(&p, "--ho");
+	PARSE(&p, "--hostx", "gw", "--access-type", "public");
+	expect_usage(&p, "--hostx");
+}
+
+static void test_usage_missing_or_empty_value(void **state)
+{
+	(void)state;
+	static const char *const with_value[] = {
+		"--host", "--local-host", "--local-port", "--remote-host", "--remote-port", "--access-type",
+		"--apikey-client-id", "--apikey-client-secret", "--bearer-token", "--session-token",
+	};
+	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++) {
+		struct parsed p;
+		PARSE(&p, "--access-type", "public", "--host", "gw", with_value[i]);
+		expect_usage(&p, with_value[i]);
+
+		PARSE(&p, "--access-type", "public", "--host", "gw", with_value[i], "");
+		expect_usage(&p, with_value[i]);
+
+		char eq[64];
+		snprintf(eq, sizeof(eq), "%s=", with_value[i]);
+		PARSE(&p, "--access-type", "public", "--host", "gw", eq);
+		expect_usage(&p, with_value[i]);
+	}
+}
+
+static void test_usage_ports(void **state)
+{
+	(void)state;
+	static const char *const bad_local[] = {"abc", "65536", "-1", "99999", "123456", "22x", " 22", "+22"};
+	for (size_t i = 0; i < sizeof(bad_local) / sizeof(bad_local[0]); i++) {
+		struct parsed p;
+		PARSE(&p, "--host", "gw", "--access-type", "public", "--local-port", bad_local[i]);
+		expect_usage(&p, "--local-port");
+		char eq[64];
+		snprintf(eq, sizeof(eq), "--local-port=%s", bad_local[i]);
+		PARSE(&p, "--host", "gw", "--access-type", "public", eq);
+		expect_usage(&p, "--local-port");
+	}
+	static const char *const bad_remote[] = {"0", "65536", "-1", "ssh", "00000"};
+	for (size_t i = 0; i < sizeof(bad_remote) / sizeof(bad_remote[0]); i++) {
+		struct parsed p;
+		PARSE(&p, "--host", "gw", "--access-type", "public", "--remote-port", bad_remote[i]);
+		expect_usage(&p, "--remote-port");
+	}
+}
+
+static void test_usage_host(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--access-type", "public");
+	expect_usage(&p, "--host");
+	parse_list(&p, (const char *const[]){NULL});
+	expect_usage(&p, "--host");
+	static const char *const bad[] = {"gw:0", "gw:65536", "gw:", "[::1", "[::1]x", "gw/x", "a b", ":80"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		PARSE(&p, "--access-type", "public", "--host", bad[i]);
+		expect_usage(&p, "--host");
+	}
+}
+
+static void test_usage_access(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "oauth");
+	expect_usage(&p, "--access-type");
+	assert_non_null(strstr(p.err, "oauth"));
+
+	PARSE(&p, "--host", "gw");
+	expect_usage(&p, "--apikey-client-id");
+	PARSE(&p, "--host", "gw", "--apikey-client-secret", "s");
+	expect_usage(&p, "(missing --apikey-client-id)");
+	PARSE(&p, "--host", "gw", "--apikey-client-id", "i");
+	expect_usage(&p, "(missing --apikey-client-secret)");
+	PARSE(&p, "--host", "gw", "--access-type", "apikey", "--apikey-client-id", "i");
+	expect_usage(&p, "--apikey-client-secret");
+
+	PARSE(&p, "--host", "gw", "--access-type", "bearer");
+	expect_usage(&p, "--bearer-token");
+	PARSE(&p, "--host", "gw", "--access-type", "jwt", "--session-token", "s");
+	expect_usage(&p, "--bearer-token");
+
+	PARSE(&p, "--host", "gw", "--access-type", "session");
+	expect_usage(&p, "--session-token");
+	PARSE(&p, "--host", "gw", "--access-type", "session", "--bearer-token", "t");
+	expect_usage(&p, "--session-token");
+}
+
+static void test_usage_flag_with_value(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--tls=x");
+	expect_usage(&p, "--tls");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--verbose=1");
+	expect_usage(&p, "--verbose");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--help=yes");
+	expect_usage(&p, "--help");
+}
+
+/* The error line fits any buffer: cut, still NUL-terminated. */
+static void test_usage_small_err_buffer(void **state)
+{
+	(void)state;
+	char arg[] = "--frobnicate";
+	char *argv[] = {arg};
+	struct tunnel_config cfg;
+	cli_defaults(&cfg);
+	char err[8];
+	memset(err, 'Z', sizeof(err));
+	assert_int_equal(cli_parse_tcp_tunnel(1, argv, &cfg, err, sizeof(err)), CLI_USAGE);
+	assert_true(memchr(err, '\0', sizeof(err)) != NULL);
+}
+
+static char *capture(void (*print)(FILE *))
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	assert_non_null(f);
+	print(f);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(text);
+	return text;
+}
+
+static void test_help_text(void **state)
+{
+	(void)state;
+	char *text = capture(cli_print_tcp_tunnel_help);
+	static const char *const wanted[] = {
+		"--host", "--tls", "--local-host", "--local-port", "--remote-host", "--remote-port",
+		"--access-type", "--apikey-client-id", "--apikey-client-secret", "--bearer-token",
+		"--session-token", "-v, --verbose", "-h, --help",
+		"[default: 127.0.0.1]", "[default: 2222]", "[default: apikey]",
+		"apikey", "bearer", "jwt", "session", "public", "OTOROSHICTL",
+	};
+	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
+		if (strstr(text, wanted[i]) == NULL)
+			fail_msg("the tcp-tunnel help does not mention '%s'", wanted[i]);
+	free(text);
+
+	text = capture(cli_print_main_help);
+	assert_non_null(strstr(text, "tcp-tunnel"));
+	assert_non_null(strstr(text, "--help"));
+	assert_non_null(strstr(text, "--version"));
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_minimal_apikey),
+		cmocka_unit_test(test_every_option_both_forms),
+		cmocka_unit_test(test_tls_default_port),
+		cmocka_unit_test(test_access_type_aliases),
+		cmocka_unit_test(test_port_bounds),
+		cmocka_unit_test(test_help),
+		cmocka_unit_test(test_verbose),
+		cmocka_unit_test(test_usage_unknown_and_stray),
+		cmocka_unit_test(test_usage_missing_or_empty_value),
+		cmocka_unit_test(test_usage_ports),
+		cmocka_unit_test(test_usage_host),
+		cmocka_unit_test(test_usage_access),
+		cmocka_unit_test(test_usage_flag_with_value),
+		cmocka_unit_test(test_usage_small_err_buffer),
+		cmocka_unit_test(test_help_text),
+	};
+	return cmocka_run_group_tests_name("cli", tests, NULL, free_args);
+}
