@@ -11,6 +11,7 @@
 enum opt_id {
 	OPT_HOST, OPT_TLS, OPT_LOCAL_HOST, OPT_LOCAL_PORT, OPT_REMOTE_HOST, OPT_REMOTE_PORT,
 	OPT_ACCESS_TYPE, OPT_CLIENT_ID, OPT_CLIENT_SECRET, OPT_BEARER, OPT_SESSION,
+	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_VERBOSE, OPT_HELP,
 };
 
@@ -33,6 +34,11 @@ static const struct opt opts[] = {
 	{"apikey-client-secret", 0, true, OPT_CLIENT_SECRET},
 	{"bearer-token", 0, true, OPT_BEARER},
 	{"session-token", 0, true, OPT_SESSION},
+	{"ca-cert", 0, true, OPT_CA_CERT},
+	{"client-cert", 0, true, OPT_CLIENT_CERT},
+	{"client-key", 0, true, OPT_CLIENT_KEY},
+	{"insecure", 0, false, OPT_INSECURE},
+	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME},
 	{"verbose", 'v', false, OPT_VERBOSE},
 	{"help", 'h', false, OPT_HELP},
 };
@@ -126,6 +132,11 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_CLIENT_SECRET: cfg->apikey_client_secret = v; break;
 	case OPT_BEARER: cfg->bearer_token = v; break;
 	case OPT_SESSION: cfg->session_token = v; break;
+	case OPT_CA_CERT: cfg->ca_cert = v; break;
+	case OPT_CLIENT_CERT: cfg->client_cert = v; break;
+	case OPT_CLIENT_KEY: cfg->client_key = v; break;
+	case OPT_INSECURE: cfg->insecure = true; break;
+	case OPT_TLS_SERVER_NAME: cfg->tls_server_name = v; break;
 	case OPT_VERBOSE: cfg->verbose = true; break;
 	case OPT_HELP: return CLI_HELP;
 	}
@@ -141,6 +152,15 @@ static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 	int rc = url_parse_host(cfg->host, cfg->tls, cfg->gw_name, sizeof(cfg->gw_name), &cfg->gw_port);
 	if (rc != URL_OK)
 		return usage(err, errlen, "--host: '%s': %s", cfg->host, url_strerror(rc));
+	if (!cfg->tls) {
+		const char *tls_only = cfg->ca_cert ? "--ca-cert" : cfg->client_cert ? "--client-cert"
+				     : cfg->client_key ? "--client-key" : cfg->insecure ? "--insecure"
+				     : cfg->tls_server_name ? "--tls-server-name" : NULL;
+		if (tls_only != NULL)
+			return usage(err, errlen, "%s only applies with --tls (wss://)%s", tls_only, "");
+	}
+	if (cfg->insecure && cfg->ca_cert != NULL)
+		return usage(err, errlen, "--insecure turns verification off: it cannot go with --ca-cert%s%s", "", "");
 	switch (cfg->access) {
 	case ACCESS_APIKEY:
 		if (cfg->apikey_client_id == NULL || cfg->apikey_client_secret == NULL)
@@ -192,6 +212,8 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 			if (i + 1 >= argc)
 				return usage(err, errlen, "--%s needs a value%s", o->long_name, "");
 			value = argv[++i];
+			if (strncmp(value, "--", 2) == 0 && find_long(value + 2, strcspn(value + 2, "=")) != NULL)
+				return usage(err, errlen, "--%s needs a value, not the option '%s'", o->long_name, value);
 		}
 		int rc = apply(o, value ? value : "", cfg, err, errlen);
 		if (rc == CLI_HELP)
@@ -233,6 +255,16 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "          The token sent as 'Authorization: Bearer' (with --access-type bearer)\n"
 	      "      --session-token <TOKEN>\n"
 	      "          The private app session token (with --access-type session)\n"
+	      "      --ca-cert <FILE>\n"
+	      "          PEM bundle of the CAs to trust for the gateway, instead of the system store\n"
+	      "      --client-cert <FILE>\n"
+	      "          Client certificate (PEM) for gateways that demand mutual TLS\n"
+	      "      --client-key <FILE>\n"
+	      "          Private key (PEM, unencrypted) of --client-cert\n"
+	      "      --tls-server-name <NAME>\n"
+	      "          The name to send as SNI and to verify, instead of the --host name\n"
+	      "      --insecure\n"
+	      "          Do not verify the gateway's certificate (unsafe: anyone on the path can read the credential)\n"
 	      "  -v, --verbose\n"
 	      "          Turn debugging information on\n"
 	      "  -h, --help\n"
@@ -241,6 +273,7 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "Environment:\n"
 	      "  OTOROSHICTL   log level: error, warn, info (default), debug or trace\n"
 	      "  NO_COLOR      set to turn colours off\n"
+	      "  SSL_CERT_FILE, SSL_CERT_DIR   the trust store for --tls without --ca-cert\n"
 	      "\n"
 	      "See otoroshictl-tcp-tunnel(1) for examples.\n",
 	      out);

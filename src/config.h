@@ -24,6 +24,11 @@ struct tunnel_config {
 	char gw_name[256];
 	uint16_t gw_port;
 	bool tls;
+	const char *ca_cert;         /* --ca-cert: trust these instead of the system store */
+	const char *client_cert;     /* --client-cert/--client-key: mutual TLS */
+	const char *client_key;
+	const char *tls_server_name; /* --tls-server-name: SNI and the name verified */
+	bool insecure;               /* --insecure: no verification at all */
 
 	const char *local_host;
 	uint16_t local_port;

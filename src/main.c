@@ -7,6 +7,7 @@
 #include "listener.h"
 #include "log.h"
 #include "rng.h"
+#include "tls.h"
 #include "version.h"
 
 static int run_tcp_tunnel(int argc, char **argv, bool verbose)
@@ -29,7 +30,19 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 		log_error("cannot seed the random generator from the system's entropy");
 		return 1;
 	}
+	if (cfg.tls) {
+		if (tls_setup_init(&cfg, err, sizeof(err)) != 0) {
+			fprintf(stderr, "error: %s\n", err);
+			tls_setup_finish();
+			rng_finish();
+			return CLI_EXIT_USAGE;
+		}
+		if (cfg.insecure)
+			log_warn("--insecure: the gateway's certificate is not verified; anyone on the path can "
+				 "pose as the gateway and take your credential");
+	}
 	int status = listener_run(&cfg);
+	tls_setup_finish();
 	rng_finish();
 	return status;
 }

@@ -375,7 +375,7 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 
 /* ---- upstream callbacks ----------------------------------------------------- */
 
-static void up_on_connect(void *user, int status, const char *stage)
+static void up_on_connect(void *user, int status, const char *stage, const char *detail)
 {
 	struct tunnel *t = user;
 	if (t->phase == PHASE_CLOSED)
@@ -386,7 +386,10 @@ static void up_on_connect(void *user, int status, const char *stage)
 		return;
 	}
 	const struct tunnel_config *cfg = t->owner->cfg;
-	if (strcmp(stage, "resolve") == 0)
+	if (strcmp(stage, "tls") == 0)
+		log_error("cannot open TLS to Otoroshi at %s for %s: %s", cfg->host, t->peer,
+			  detail ? detail : uv_strerror(status));
+	else if (strcmp(stage, "resolve") == 0)
 		log_error("cannot resolve Otoroshi's host name '%s' for %s: %s — check --host", cfg->gw_name, t->peer,
 			  uv_strerror(status));
 	else if (status == UV_ECONNREFUSED)
@@ -673,6 +676,8 @@ int tunnel_start(struct listener *l, uv_stream_t *server)
 	uv_timer_init(l->loop, &t->timer);
 	t->timer.data = t;
 	upstream_init(&t->upstream, l->loop, &upstream_cbs, t);
+	if (l->cfg->tls)
+		upstream_use_tls(&t->upstream, l->cfg->gw_name);
 	t->open_handles = 3;
 	listener_tunnel_added(l, t);
 
@@ -685,7 +690,7 @@ int tunnel_start(struct listener *l, uv_stream_t *server)
 	arm_timer(t, TUNNEL_HANDSHAKE_TIMEOUT_MS);
 	rc = upstream_connect(&t->upstream, l->cfg->gw_name, l->cfg->gw_port);
 	if (rc < 0) {
-		up_on_connect(t, rc, "resolve");
+		up_on_connect(t, rc, "resolve", NULL);
 		return 0;
 	}
 	/* Read the local client at once: what it sends before the upgrade

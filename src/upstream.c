@@ -21,11 +21,25 @@ void upstream_init(struct upstream *u, uv_loop_t *loop, const struct upstream_ca
 	u->tcp.data = u;
 }
 
+void upstream_use_tls(struct upstream *u, const char *name)
+{
+	u->use_tls = true;
+	u->tls_name = name;
+}
+
+bool upstream_tls_resumed(const struct upstream *u)
+{
+	return u->tls != NULL && tls_conn_resumed(u->tls);
+}
+
 static void finish_close(struct upstream *u)
 {
 	if (u->state != UPSTREAM_CLOSING || u->tcp_live || u->addrs != NULL)
 		return;
 	writer_finish(&u->w);
+	bufq_finish(&u->plain);
+	tls_conn_destroy(u->tls);
+	u->tls = NULL;
 	u->state = UPSTREAM_CLOSED;
 	u->cb.on_closed(u->user);
 }
@@ -37,16 +51,113 @@ static void on_write_done(struct writer *w, int status)
 		u->cb.on_written(u->user, status);
 }
 
+static void ended(struct upstream *u, int status)
+{
+	uv_read_stop((uv_stream_t *)&u->tcp);
+	u->reading = false;
+	u->cb.on_end(u->user, status);
+}
+
+/* Decrypts what has been fed and hands the plaintext on. */
+static void tls_deliver(struct upstream *u)
+{
+	static uint8_t plain[16384 + 256];
+	while (u->state == UPSTREAM_CONNECTED) {
+		int n = tls_conn_read(u->tls, plain, sizeof(plain));
+		if (n > 0) {
+			u->cb.on_read(u->user, plain, (size_t)n);
+			continue;
+		}
+		if (n == TLS_CLOSED) {
+			ended(u, UV_EOF);
+		} else if (n == TLS_ERR) {
+			char why[320];
+			tls_conn_describe_error(u->tls, why, sizeof(why));
+			log_warn("TLS error from Otoroshi at %s: %s", u->peer, why);
+			ended(u, UV_EPROTO);
+		}
+		return;
+	}
+}
+
+static void tls_progress(struct upstream *u)
+{
+	int rc = tls_conn_handshake(u->tls);
+	if (rc == TLS_WANT_READ) {
+		writer_flush(&u->w);
+		return;
+	}
+	if (rc == TLS_ERR) {
+		char why[320];
+		tls_conn_describe_error(u->tls, why, sizeof(why));
+		uv_read_stop((uv_stream_t *)&u->tcp);
+		u->reading = false;
+		u->state = UPSTREAM_IDLE;
+		u->cb.on_connect(u->user, UV_EPROTO, "tls", why);
+		return;
+	}
+	u->state = UPSTREAM_CONNECTED;
+	uv_read_stop((uv_stream_t *)&u->tcp);
+	u->reading = false;
+	log_debug("TLS to %s established%s", u->peer, tls_conn_resumed(u->tls) ? " (session resumed)" : "");
+	u->cb.on_connect(u->user, 0, "tls", NULL);
+	/* Records that came with the end of the handshake. */
+	if (u->state == UPSTREAM_CONNECTED)
+		tls_deliver(u);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
 	struct upstream *u = stream->data;
-	if (nread > 0)
-		u->cb.on_read(u->user, (const uint8_t *)buf->base, (size_t)nread);
-	else if (nread < 0) {
-		uv_read_stop(stream);
-		u->reading = false;
-		u->cb.on_end(u->user, (int)nread);
+	if (nread < 0) {
+		if (u->state == UPSTREAM_SECURING) {
+			uv_read_stop(stream);
+			u->reading = false;
+			u->state = UPSTREAM_IDLE;
+			u->cb.on_connect(u->user, (int)nread, "tls",
+					 "the gateway closed the connection during the TLS handshake");
+			return;
+		}
+		ended(u, (int)nread);
+		return;
 	}
+	if (nread == 0)
+		return;
+	if (u->tls == NULL) {
+		u->cb.on_read(u->user, (const uint8_t *)buf->base, (size_t)nread);
+		return;
+	}
+	tls_conn_feed(u->tls, (const uint8_t *)buf->base, (size_t)nread);
+	if (u->state == UPSTREAM_SECURING)
+		tls_progress(u);
+	else
+		tls_deliver(u);
+	tls_conn_feed(u->tls, NULL, 0);
+}
+
+static int tls_out(void *user, const uint8_t *data, size_t len)
+{
+	struct upstream *u = user;
+	return writer_push(&u->w, data, len) == 0 ? 0 : -1;
+}
+
+static void start_tls(struct upstream *u)
+{
+	u->tls = tls_conn_create(u->tls_name, tls_out, u);
+	if (u->tls == NULL) {
+		u->state = UPSTREAM_IDLE;
+		u->cb.on_connect(u->user, UV_ENOMEM, "tls", "out of memory");
+		return;
+	}
+	u->state = UPSTREAM_SECURING;
+	int rc = uv_read_start((uv_stream_t *)&u->tcp, writer_alloc_read_buffer, on_read);
+	if (rc < 0) {
+		u->state = UPSTREAM_IDLE;
+		u->cb.on_connect(u->user, rc, "tls", NULL);
+		return;
+	}
+	u->reading = true;
+	tls_progress(u);
 }
 
 static void on_connected(uv_connect_t *req, int status)
@@ -64,8 +175,12 @@ static void on_connected(uv_connect_t *req, int status)
 	u->addrs = u->next = NULL;
 	uv_tcp_nodelay(&u->tcp, 1);
 	writer_init(&u->w, (uv_stream_t *)&u->tcp, on_write_done);
+	if (u->use_tls) {
+		start_tls(u);
+		return;
+	}
 	u->state = UPSTREAM_CONNECTED;
-	u->cb.on_connect(u->user, 0, "connect");
+	u->cb.on_connect(u->user, 0, "connect", NULL);
 }
 
 static void on_attempt_closed(uv_handle_t *handle)
@@ -130,7 +245,7 @@ static void try_next(struct upstream *u)
 	uv_freeaddrinfo(u->addrs);
 	u->addrs = NULL;
 	u->state = UPSTREAM_IDLE;
-	u->cb.on_connect(u->user, u->last_error ? u->last_error : UV_ECONNREFUSED, "connect");
+	u->cb.on_connect(u->user, u->last_error ? u->last_error : UV_ECONNREFUSED, "connect", NULL);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -144,7 +259,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	if (status < 0) {
 		u->state = UPSTREAM_IDLE;
-		u->cb.on_connect(u->user, status, "resolve");
+		u->cb.on_connect(u->user, status, "resolve", NULL);
 		return;
 	}
 	u->addrs = u->next = res;
@@ -161,7 +276,6 @@ int upstream_connect(struct upstream *u, const char *name, uint16_t port)
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_ADDRCONFIG;
 	u->port = port;
 	int rc = uv_getaddrinfo(u->loop, &u->gai, on_resolved, name, service, &hints);
 	if (rc == 0)
@@ -173,19 +287,38 @@ int upstream_write(struct upstream *u, const uint8_t *data, size_t len)
 {
 	if (u->state != UPSTREAM_CONNECTED)
 		return UV_ENOTCONN;
+	if (u->tls != NULL)
+		return bufq_append(&u->plain, data, len) == 0 ? 0 : UV_ENOMEM;
 	return writer_push(&u->w, data, len);
+}
+
+/* Seals the staged plaintext into records, as large as the data allows. */
+static int seal(struct upstream *u)
+{
+	struct bufq_view views[8];
+	while (u->plain.len > 0) {
+		size_t n = bufq_peek(&u->plain, 0, views, 8);
+		for (size_t i = 0; i < n; i++) {
+			if (tls_conn_write(u->tls, views[i].base, views[i].len) != TLS_OK)
+				return UV_EPROTO;
+			bufq_consume(&u->plain, views[i].len);
+		}
+	}
+	return 0;
 }
 
 int upstream_flush(struct upstream *u)
 {
 	if (u->state != UPSTREAM_CONNECTED)
 		return 0;
+	if (u->tls != NULL && seal(u) != 0)
+		return UV_EPROTO;
 	return writer_flush(&u->w);
 }
 
 size_t upstream_pending(const struct upstream *u)
 {
-	return u->state == UPSTREAM_CONNECTED ? writer_pending(&u->w) : 0;
+	return u->state == UPSTREAM_CONNECTED ? writer_pending(&u->w) + u->plain.len : 0;
 }
 
 int upstream_read(struct upstream *u, bool on)
@@ -197,6 +330,20 @@ int upstream_read(struct upstream *u, bool on)
 	if (rc == 0)
 		u->reading = on;
 	return rc;
+}
+
+/* Says goodbye the TLS way when the socket can take it at once; a peer
+ * that is not reading does not hold the close up. */
+static void send_close_notify(struct upstream *u)
+{
+	tls_conn_close_notify(u->tls);
+	struct bufq_view views[4];
+	uv_buf_t bufs[4];
+	size_t n = bufq_peek(&u->w.q, 0, views, 4);
+	for (size_t i = 0; i < n; i++)
+		bufs[i] = uv_buf_init((char *)views[i].base, (unsigned)views[i].len);
+	if (n > 0)
+		uv_try_write((uv_stream_t *)&u->tcp, bufs, (unsigned)n);
 }
 
 void upstream_close(struct upstream *u)
@@ -211,6 +358,8 @@ void upstream_close(struct upstream *u)
 		uv_cancel((uv_req_t *)&u->gai);
 		return;
 	}
+	if (was == UPSTREAM_CONNECTED && u->tls != NULL && u->w.inflight == 0)
+		send_close_notify(u);
 	if (u->tcp_live)
 		uv_close((uv_handle_t *)&u->tcp, on_attempt_closed);
 	else {

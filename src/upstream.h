@@ -13,12 +13,14 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "tls.h"
 #include "writer.h"
 
 struct upstream_callbacks {
-	/* Connected (status 0), or failed: status is a negative uv error and
-	 * stage says which step failed ("resolve" or "connect"). */
-	void (*on_connect)(void *user, int status, const char *stage);
+	/* Connected (status 0), or failed: status is a negative uv error,
+	 * stage says which step failed ("resolve", "connect" or "tls") and
+	 * detail, when not NULL, says why in words. */
+	void (*on_connect)(void *user, int status, const char *stage, const char *detail);
 	/* Bytes from the gateway; valid only during the call. */
 	void (*on_read)(void *user, const uint8_t *data, size_t len);
 	/* The gateway's side ended: UV_EOF, or a negative uv error. */
@@ -33,6 +35,7 @@ enum upstream_state {
 	UPSTREAM_IDLE,
 	UPSTREAM_RESOLVING,
 	UPSTREAM_CONNECTING,
+	UPSTREAM_SECURING, /* TCP is up, the TLS handshake runs */
 	UPSTREAM_CONNECTED,
 	UPSTREAM_CLOSING,
 	UPSTREAM_CLOSED,
@@ -55,9 +58,22 @@ struct upstream {
 
 	struct writer w;
 	bool reading;
+
+	/* With --tls: the session, and the plaintext waiting to be sealed
+	 * into records at the next flush (so that many small writes make few
+	 * records). */
+	bool use_tls;
+	const char *tls_name;
+	struct tls_conn *tls;
+	struct bufq plain;
 };
 
 void upstream_init(struct upstream *u, uv_loop_t *loop, const struct upstream_callbacks *cb, void *user);
+/* Speak TLS over the connection, verifying `name` (see tls.h). The name
+ * must outlive the upstream. Call before upstream_connect. */
+void upstream_use_tls(struct upstream *u, const char *name);
+/* True when the TLS session of this connection was resumed. */
+bool upstream_tls_resumed(const struct upstream *u);
 /* Starts resolving name and connecting to port. Returns 0 or a negative uv
  * error (nothing started). */
 int upstream_connect(struct upstream *u, const char *name, uint16_t port);

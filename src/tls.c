@@ -1,0 +1,473 @@
+/* tls: mbedTLS over memory buffers; see tls.h. */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <mbedtls/asn1.h>
+#include <mbedtls/error.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
+
+#include "rng.h"
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+#define TLS_V3 1
+#endif
+
+#define TLS_DEFAULT_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define TLS_DEFAULT_DIR "/etc/ssl/certs"
+
+/* The process-wide settings: built once, shared by every connection. */
+static struct {
+	bool ready;
+	bool insecure;
+	const char *server_name; /* --tls-server-name, or NULL */
+	mbedtls_ssl_config conf;
+	mbedtls_x509_crt ca;
+	mbedtls_x509_crt own_cert;
+	mbedtls_pk_context own_key;
+	bool have_identity;
+	int *suites;
+	mbedtls_ssl_session last; /* offered to the next connection */
+	bool have_last;
+} setup;
+
+static const char *alpn_list[] = {"http/1.1", NULL};
+
+struct tls_conn {
+	mbedtls_ssl_context ssl;
+	tls_send_fn send;
+	void *user;
+	const uint8_t *in;
+	size_t in_len;
+	bool ip_literal;
+	unsigned char ip[16];
+	size_t ip_len;
+	bool ip_mismatch;
+	bool resumed;
+	int last_error;
+	char verify_name[256];
+};
+
+/* ---- settings --------------------------------------------------------------- */
+
+static void describe_mbedtls(int rc, char *out, size_t outlen)
+{
+	char buf[160];
+	mbedtls_strerror(rc, buf, sizeof(buf));
+	snprintf(out, outlen, "%s", buf);
+}
+
+static bool readable(const char *path, char *err, size_t errlen, const char *flag)
+{
+	struct stat st;
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: cannot read '%s': no such file", flag, path);
+		return false;
+	}
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		snprintf(err, errlen, "%s: cannot read '%s': permission denied", flag, path);
+		return false;
+	}
+	fclose(f);
+	return true;
+}
+
+static int load_trust(const struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	const char *file = cfg->ca_cert, *flag = "--ca-cert";
+	const char *dir = NULL;
+	if (file == NULL) {
+		file = getenv("SSL_CERT_FILE");
+		flag = "SSL_CERT_FILE";
+		if (file == NULL || file[0] == '\0') {
+			file = NULL;
+			dir = getenv("SSL_CERT_DIR");
+			flag = "SSL_CERT_DIR";
+			if (dir == NULL || dir[0] == '\0') {
+				dir = NULL;
+				file = TLS_DEFAULT_BUNDLE;
+				flag = "the system trust store";
+			}
+		}
+	}
+	int rc;
+	if (file != NULL) {
+		if (!readable(file, err, errlen, flag))
+			return -1;
+		rc = mbedtls_x509_crt_parse_file(&setup.ca, file);
+	} else {
+		rc = mbedtls_x509_crt_parse_path(&setup.ca, dir);
+	}
+	/* A bundle may hold a few certificates mbedTLS cannot parse (rc > 0):
+	 * the others are still trusted. None at all is an error. */
+	if (rc < 0 || setup.ca.version == 0) {
+		char why[160] = "no certificate found";
+		if (rc < 0)
+			describe_mbedtls(rc, why, sizeof(why));
+		snprintf(err, errlen, "%s: cannot load trusted certificates from '%s': %s", flag, file ? file : dir, why);
+		return -1;
+	}
+	return 0;
+}
+
+static int load_identity(const struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->client_cert == NULL && cfg->client_key == NULL)
+		return 0;
+	if (cfg->client_cert == NULL || cfg->client_key == NULL) {
+		snprintf(err, errlen, "%s needs %s as well", cfg->client_cert ? "--client-cert" : "--client-key",
+			 cfg->client_cert ? "--client-key" : "--client-cert");
+		return -1;
+	}
+	if (!readable(cfg->client_cert, err, errlen, "--client-cert") ||
+	    !readable(cfg->client_key, err, errlen, "--client-key"))
+		return -1;
+	int rc = mbedtls_x509_crt_parse_file(&setup.own_cert, cfg->client_cert);
+	if (rc != 0) {
+		char why[160];
+		describe_mbedtls(rc, why, sizeof(why));
+		snprintf(err, errlen, "--client-cert: '%s' is not a PEM or DER certificate: %s", cfg->client_cert, why);
+		return -1;
+	}
+#ifdef TLS_V3
+	rc = mbedtls_pk_parse_keyfile(&setup.own_key, cfg->client_key, NULL, rng_mbedtls, NULL);
+#else
+	rc = mbedtls_pk_parse_keyfile(&setup.own_key, cfg->client_key, NULL);
+#endif
+	if (rc == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || rc == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
+		snprintf(err, errlen, "--client-key: '%s' is protected by a passphrase; decrypt it first "
+			 "(openssl pkey -in KEY -out KEY.plain, then chmod 600 KEY.plain)", cfg->client_key);
+		return -1;
+	}
+	if (rc != 0) {
+		char why[160];
+		describe_mbedtls(rc, why, sizeof(why));
+		snprintf(err, errlen, "--client-key: '%s' is not a usable private key: %s", cfg->client_key, why);
+		return -1;
+	}
+	rc = mbedtls_ssl_conf_own_cert(&setup.conf, &setup.own_cert, &setup.own_key);
+	if (rc != 0) {
+		snprintf(err, errlen, "--client-key: '%s' does not match --client-cert '%s'", cfg->client_key,
+			 cfg->client_cert);
+		return -1;
+	}
+	setup.have_identity = true;
+	return 0;
+}
+
+/* mbedTLS's default suites minus those without forward secrecy. */
+static int pick_suites(void)
+{
+	const int *all = mbedtls_ssl_list_ciphersuites();
+	size_t n = 0;
+	while (all[n] != 0)
+		n++;
+	setup.suites = calloc(n + 1, sizeof(int));
+	if (setup.suites == NULL)
+		return -1;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = mbedtls_ssl_get_ciphersuite_name(all[i]);
+		if (name == NULL || strstr(name, "PSK") != NULL)
+			continue;
+		if (strncmp(name, "TLS1-3-", 7) == 0 || strstr(name, "-ECDHE-") != NULL || strstr(name, "-DHE-") != NULL)
+			setup.suites[k++] = all[i];
+	}
+	setup.suites[k] = 0;
+	return k > 0 ? 0 : -1;
+}
+
+int tls_setup_init(const struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	mbedtls_ssl_config_init(&setup.conf);
+	mbedtls_x509_crt_init(&setup.ca);
+	mbedtls_x509_crt_init(&setup.own_cert);
+	mbedtls_pk_init(&setup.own_key);
+	mbedtls_ssl_session_init(&setup.last);
+	setup.ready = true;
+	setup.insecure = cfg->insecure;
+	setup.server_name = cfg->tls_server_name;
+
+	int rc = mbedtls_ssl_config_defaults(&setup.conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+					     MBEDTLS_SSL_PRESET_DEFAULT);
+	if (rc != 0) {
+		snprintf(err, errlen, "--tls: cannot set up TLS");
+		return -1;
+	}
+	mbedtls_ssl_conf_rng(&setup.conf, rng_mbedtls, NULL);
+#ifdef TLS_V3
+	mbedtls_ssl_conf_min_tls_version(&setup.conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+	mbedtls_ssl_conf_min_version(&setup.conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+	if (pick_suites() != 0) {
+		snprintf(err, errlen, "--tls: this mbedTLS offers no cipher suite with forward secrecy");
+		return -1;
+	}
+	mbedtls_ssl_conf_ciphersuites(&setup.conf, setup.suites);
+	mbedtls_ssl_conf_alpn_protocols(&setup.conf, alpn_list);
+	mbedtls_ssl_conf_session_tickets(&setup.conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+	if (cfg->insecure) {
+		mbedtls_ssl_conf_authmode(&setup.conf, MBEDTLS_SSL_VERIFY_NONE);
+	} else {
+		if (load_trust(cfg, err, errlen) != 0)
+			return -1;
+		mbedtls_ssl_conf_ca_chain(&setup.conf, &setup.ca, NULL);
+		mbedtls_ssl_conf_authmode(&setup.conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	}
+	return load_identity(cfg, err, errlen);
+}
+
+void tls_setup_finish(void)
+{
+	if (!setup.ready)
+		return;
+	mbedtls_ssl_config_free(&setup.conf);
+	mbedtls_x509_crt_free(&setup.ca);
+	mbedtls_x509_crt_free(&setup.own_cert);
+	mbedtls_pk_free(&setup.own_key);
+	mbedtls_ssl_session_free(&setup.last);
+	free(setup.suites);
+	memset(&setup, 0, sizeof(setup));
+}
+
+/* ---- one connection ------------------------------------------------------------ */
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+	struct tls_conn *c = ctx;
+	return c->send(c->user, buf, len) == 0 ? (int)len : MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+	struct tls_conn *c = ctx;
+	if (c->in_len == 0)
+		return MBEDTLS_ERR_SSL_WANT_READ;
+	size_t n = len < c->in_len ? len : c->in_len;
+	memcpy(buf, c->in, n);
+	c->in += n;
+	c->in_len -= n;
+	return (int)n;
+}
+
+struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user)
+{
+	struct tls_conn *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->send = send;
+	c->user = user;
+	mbedtls_ssl_init(&c->ssl);
+	if (mbedtls_ssl_setup(&c->ssl, &setup.conf) != 0)
+		goto fail;
+	const char *verify = setup.server_name ? setup.server_name : name;
+	snprintf(c->verify_name, sizeof(c->verify_name), "%s", verify);
+	if (inet_pton(AF_INET, verify, c->ip) == 1) {
+		c->ip_literal = true;
+		c->ip_len = 4;
+	} else if (inet_pton(AF_INET6, verify, c->ip) == 1) {
+		c->ip_literal = true;
+		c->ip_len = 16;
+	}
+	/* SNI goes with names only; an IP literal is checked against the
+	 * certificate's IP addresses after the handshake. */
+	if (!c->ip_literal && mbedtls_ssl_set_hostname(&c->ssl, verify) != 0)
+		goto fail;
+	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+	if (setup.have_last && mbedtls_ssl_set_session(&c->ssl, &setup.last) != 0) {
+		/* A session that cannot be offered just means a full handshake. */
+	}
+	return c;
+fail:
+	mbedtls_ssl_free(&c->ssl);
+	free(c);
+	return NULL;
+}
+
+void tls_conn_destroy(struct tls_conn *c)
+{
+	if (c == NULL)
+		return;
+	mbedtls_ssl_free(&c->ssl);
+	free(c);
+}
+
+void tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	c->in = data;
+	c->in_len = len;
+}
+
+/* Walks the certificate's subjectAltName extension looking for an
+ * iPAddress entry equal to the connection's address. */
+static bool cert_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t ip_len)
+{
+#ifdef TLS_V3
+	const mbedtls_x509_buf *ext = &crt->MBEDTLS_PRIVATE(v3_ext);
+#else
+	const mbedtls_x509_buf *ext = &crt->v3_ext;
+#endif
+	unsigned char *p = ext->p;
+	const unsigned char *end = ext->p + ext->len;
+	size_t len;
+	if (p == NULL || mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
+		return false;
+	end = p + len;
+	while (p < end) {
+		if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
+			return false;
+		const unsigned char *ext_end = p + len;
+		mbedtls_x509_buf oid;
+		if (mbedtls_asn1_get_tag(&p, ext_end, &oid.len, MBEDTLS_ASN1_OID) != 0)
+			return false;
+		oid.p = p;
+		p += oid.len;
+		if (oid.len != MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME) ||
+		    memcmp(oid.p, MBEDTLS_OID_SUBJECT_ALT_NAME, oid.len) != 0) {
+			p = (unsigned char *)ext_end;
+			continue;
+		}
+		int critical;
+		if (mbedtls_asn1_get_bool(&p, ext_end, &critical) != 0 && *p == MBEDTLS_ASN1_BOOLEAN)
+			return false;
+		if (mbedtls_asn1_get_tag(&p, ext_end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
+		    mbedtls_asn1_get_tag(&p, ext_end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
+			return false;
+		const unsigned char *names_end = p + len;
+		while (p < names_end) {
+			unsigned char tag = *p++;
+			if (mbedtls_asn1_get_len(&p, names_end, &len) != 0)
+				return false;
+			if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && len == ip_len && memcmp(p, ip, ip_len) == 0)
+				return true;
+			p += len;
+		}
+		return false;
+	}
+	return false;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+	int rc = mbedtls_ssl_handshake(&c->ssl);
+	if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+		return TLS_WANT_READ;
+	if (rc != 0) {
+		c->last_error = rc;
+		return TLS_ERR;
+	}
+	if (c->ip_literal && !setup.insecure) {
+		const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
+		if (peer == NULL || !cert_has_ip(peer, c->ip, c->ip_len)) {
+			c->ip_mismatch = true;
+			c->last_error = MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
+			return TLS_ERR;
+		}
+	}
+	/* Keep this session for the next connection; a session equal to the
+	 * one offered means the server resumed it. */
+	mbedtls_ssl_session fresh;
+	mbedtls_ssl_session_init(&fresh);
+	if (mbedtls_ssl_get_session(&c->ssl, &fresh) == 0) {
+#ifndef TLS_V3
+		c->resumed = setup.have_last && fresh.id_len > 0 && fresh.id_len == setup.last.id_len &&
+			     memcmp(fresh.id, setup.last.id, fresh.id_len) == 0;
+#endif
+		mbedtls_ssl_session_free(&setup.last);
+		setup.last = fresh;
+		setup.have_last = true;
+	} else {
+		mbedtls_ssl_session_free(&fresh);
+	}
+	return TLS_OK;
+}
+
+bool tls_conn_resumed(const struct tls_conn *c)
+{
+	return c->resumed;
+}
+
+int tls_conn_read(struct tls_conn *c, uint8_t *out, size_t cap)
+{
+	for (;;) {
+		int rc = mbedtls_ssl_read(&c->ssl, out, cap);
+		if (rc > 0)
+			return rc;
+		if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+			return TLS_CLOSED;
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+			return TLS_WANT_READ;
+#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
+		if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+			continue;
+#endif
+		c->last_error = rc;
+		return TLS_ERR;
+	}
+}
+
+int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	while (len > 0) {
+		int rc = mbedtls_ssl_write(&c->ssl, data, len);
+		if (rc <= 0) {
+			c->last_error = rc;
+			return TLS_ERR;
+		}
+		data += rc;
+		len -= (size_t)rc;
+	}
+	return TLS_OK;
+}
+
+void tls_conn_close_notify(struct tls_conn *c)
+{
+	mbedtls_ssl_close_notify(&c->ssl);
+}
+
+void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
+{
+	if (c->ip_mismatch) {
+		snprintf(out, outlen, "the certificate does not name the address %s — use --tls-server-name with a "
+			 "name it holds", c->verify_name);
+		return;
+	}
+	uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+	if (c->last_error == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != (uint32_t)-1) {
+		char info[256];
+		mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+		for (char *p = info; *p; p++)
+			if (*p == '\n')
+				*p = (p[1] ? ';' : '\0');
+		const char *hint = "";
+		if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+			hint = " — the certificate is for another name: check --host, or use --tls-server-name";
+		else if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
+			hint = " — the gateway's certificate has expired: renew it on the gateway";
+		else if (flags & MBEDTLS_X509_BADCERT_FUTURE)
+			hint = " — the gateway's certificate is not valid yet: check the clocks";
+		else if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
+			hint = " — trust the gateway's CA with --ca-cert FILE (or SSL_CERT_FILE)";
+		snprintf(out, outlen, "certificate verification failed for %s: %s%s", c->verify_name, info, hint);
+		return;
+	}
+	char why[160];
+	describe_mbedtls(c->last_error, why, sizeof(why));
+	const char *hint = "";
+	if (c->last_error == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE)
+		hint = setup.have_identity ? " — the gateway refused the handshake: check --client-cert/--client-key"
+					   : " — the gateway refused the handshake; if it wants a client certificate, give "
+					     "--client-cert and --client-key";
+	snprintf(out, outlen, "TLS handshake with %s failed: %s%s", c->verify_name, why, hint);
+}
