@@ -52,6 +52,7 @@ struct tls_conn {
 	unsigned char ip[16];
 	size_t ip_len;
 	bool ip_mismatch;
+	bool chain_checked; /* the certificate chain was verified in this handshake */
 	bool resumed;
 	int last_error;
 	char verify_name[256];
@@ -261,6 +262,17 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 	return (int)n;
 }
 
+/* Runs for each certificate of a chain being verified, which happens in
+ * full handshakes only: a handshake that never calls it resumed a session. */
+static int on_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+	(void)crt;
+	(void)depth;
+	(void)flags;
+	((struct tls_conn *)ctx)->chain_checked = true;
+	return 0;
+}
+
 struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user)
 {
 	struct tls_conn *c = calloc(1, sizeof(*c));
@@ -285,6 +297,7 @@ struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user)
 	if (!c->ip_literal && mbedtls_ssl_set_hostname(&c->ssl, verify) != 0)
 		goto fail;
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
+	mbedtls_ssl_set_verify(&c->ssl, on_verify, c);
 	if (setup.have_last && mbedtls_ssl_set_session(&c->ssl, &setup.last) != 0) {
 		/* A session that cannot be offered just means a full handshake. */
 	}
@@ -375,15 +388,11 @@ int tls_conn_handshake(struct tls_conn *c)
 			return TLS_ERR;
 		}
 	}
-	/* Keep this session for the next connection; a session equal to the
-	 * one offered means the server resumed it. */
+	c->resumed = setup.have_last && !setup.insecure && !c->chain_checked;
+	/* Keep this session for the next connection. */
 	mbedtls_ssl_session fresh;
 	mbedtls_ssl_session_init(&fresh);
 	if (mbedtls_ssl_get_session(&c->ssl, &fresh) == 0) {
-#ifndef TLS_V3
-		c->resumed = setup.have_last && fresh.id_len > 0 && fresh.id_len == setup.last.id_len &&
-			     memcmp(fresh.id, setup.last.id, fresh.id_len) == 0;
-#endif
 		mbedtls_ssl_session_free(&setup.last);
 		setup.last = fresh;
 		setup.have_last = true;

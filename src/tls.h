@@ -25,9 +25,9 @@
 
 enum tls_result {
 	TLS_OK = 0,
-	TLS_WANT_READ = 1, /* needs more bytes from the peer */
-	TLS_CLOSED = 2,    /* the peer sent close_notify */
-	TLS_ERR = -1,      /* see tls_conn_describe_error */
+	TLS_ERR = -1,       /* see tls_conn_describe_error */
+	TLS_WANT_READ = -2, /* needs more bytes from the peer */
+	TLS_CLOSED = -3,    /* the peer sent close_notify */
 };
 
 /* Loads the trust store and the client identity for cfg. Returns 0, or -1
@@ -53,7 +53,8 @@ void tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len);
 /* Advances the handshake: TLS_OK once done (and verified), TLS_WANT_READ,
  * or TLS_ERR. */
 int tls_conn_handshake(struct tls_conn *c);
-/* True when this connection resumed an earlier session. */
+/* True when this connection resumed an earlier session. Known only when
+ * certificates are verified: a resumed handshake verifies none. */
 bool tls_conn_resumed(const struct tls_conn *c);
 /* Decrypts into out: returns the byte count (> 0), TLS_WANT_READ,
  * TLS_CLOSED or TLS_ERR. */
