@@ -21,9 +21,30 @@ void bufq_finish(struct bufq *q)
 	bufq_init(q);
 }
 
-int bufq_append(struct bufq *q, const void *data, size_t len)
+/* Copies n bytes XORed with the 4-byte key, starting at key position
+ * `phase`; eight bytes at a time where it can. */
+static void copy_masked(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4], size_t phase)
+{
+	uint8_t rot[8];
+	for (size_t i = 0; i < 8; i++)
+		rot[i] = key[(phase + i) & 3];
+	uint64_t k8;
+	memcpy(&k8, rot, 8);
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v;
+		memcpy(&v, src + i, 8);
+		v ^= k8;
+		memcpy(dst + i, &v, 8);
+	}
+	for (; i < n; i++)
+		dst[i] = src[i] ^ rot[i & 7];
+}
+
+static int append(struct bufq *q, const void *data, size_t len, const uint8_t *key)
 {
 	const uint8_t *p = data;
+	size_t done = 0;
 	while (len > 0) {
 		struct bufq_chunk *t = q->tail;
 		if (t == NULL || t->end == t->cap) {
@@ -45,13 +66,27 @@ int bufq_append(struct bufq *q, const void *data, size_t len)
 		size_t n = t->cap - t->end;
 		if (n > len)
 			n = len;
-		memcpy(t->data + t->end, p, n);
+		if (key != NULL)
+			copy_masked(t->data + t->end, p, n, key, done);
+		else
+			memcpy(t->data + t->end, p, n);
 		t->end += n;
 		q->len += n;
 		p += n;
+		done += n;
 		len -= n;
 	}
 	return 0;
+}
+
+int bufq_append(struct bufq *q, const void *data, size_t len)
+{
+	return append(q, data, len, NULL);
+}
+
+int bufq_append_masked(struct bufq *q, const void *data, size_t len, const uint8_t key[4])
+{
+	return append(q, data, len, key);
 }
 
 size_t bufq_peek(const struct bufq *q, size_t skip, struct bufq_view *views, size_t max)

@@ -30,6 +30,10 @@ void bufq_init(struct bufq *q);
 void bufq_finish(struct bufq *q);
 /* Copies len bytes to the end. Returns 0, or -1 when memory runs out. */
 int bufq_append(struct bufq *q, const void *data, size_t len);
+/* The same, XORing the bytes with a WebSocket masking key as they are
+ * copied (RFC 6455 section 5.3): byte i gets key[i % 4]. Masking during
+ * the copy the data needs anyway costs no extra pass. */
+int bufq_append_masked(struct bufq *q, const void *data, size_t len, const uint8_t key[4]);
 /* Describes up to max contiguous pieces from the front, starting `skip`
  * bytes in (skip lets a caller look past bytes already handed to the
  * kernel). Returns the number of pieces filled. */

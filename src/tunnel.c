@@ -62,6 +62,7 @@ struct tunnel {
 
 	struct ws *ws;
 	struct upgrade_response *resp; /* only during the handshake */
+	struct bufq hold; /* local bytes read before the WebSocket is open */
 
 	uv_timer_t timer; /* handshake timeout, then the idle limit of the ending */
 	bool ending;        /* a direction has started to end */
@@ -150,20 +151,26 @@ static void ws_on_close(void *user, uint16_t code, const uint8_t *reason, size_t
 	set_down(t, DOWN_ENDING);
 }
 
+/* Frames are taken whole, always: data frames bypass wslay's queue, so a
+ * control frame must never be left half-written in between. The
+ * watermarks bound what piles up, by stopping the local reads. */
 static size_t ws_on_send(void *user, const uint8_t *data, size_t len)
 {
 	struct tunnel *t = user;
-	if (upstream_pending(&t->upstream) >= TUNNEL_HIGH_WATER)
-		return 0;
-	if (upstream_write(&t->upstream, data, len) != 0)
-		return 0;
-	return len;
+	return upstream_write(&t->upstream, data, len) == 0 ? len : 0;
+}
+
+static int ws_on_send_masked(void *user, const uint8_t *data, size_t len, const uint8_t key[4])
+{
+	struct tunnel *t = user;
+	return upstream_write_masked(&t->upstream, data, len, key) == 0 ? 0 : -1;
 }
 
 static const struct ws_callbacks ws_cbs = {
 	.on_data = ws_on_data,
 	.on_close = ws_on_close,
 	.send = ws_on_send,
+	.send_masked = ws_on_send_masked,
 };
 
 /* ---- timers ------------------------------------------------------------- */
@@ -242,8 +249,18 @@ static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
 		t->discarded += (uint64_t)nread;
 		return;
 	}
-	/* One read is at most one frame (the read buffer is 64 KiB). */
-	if (ws_queue_data(t->ws, (const uint8_t *)buf->base, (size_t)nread) != WS_OK) {
+	/* One read is at most one frame (the read buffer is 64 KiB). Until
+	 * the WebSocket is open, the bytes wait in the hold queue. */
+	int rc;
+	if (t->phase == PHASE_OPEN && t->hold.len == 0)
+		rc = ws_send_binary(t->ws, (const uint8_t *)buf->base, (size_t)nread);
+	else
+		rc = bufq_append(&t->hold, buf->base, (size_t)nread) == 0 ? WS_OK : WS_ERR_NOMEM;
+	if (rc == WS_ERR_CLOSED) {
+		t->discarded += (uint64_t)nread;
+		return;
+	}
+	if (rc != WS_OK) {
 		close_all(t, "out of memory");
 		return;
 	}
@@ -506,6 +523,7 @@ static void close_all(struct tunnel *t, const char *reason)
 	t->resp = NULL;
 	ws_destroy(t->ws);
 	t->ws = NULL;
+	bufq_finish(&t->hold);
 }
 
 /* Starts or stops reading the local client: it may send while the queue
@@ -520,7 +538,7 @@ static void steer_local(struct tunnel *t)
 	else if (t->up != UP_OPEN)
 		want = t->down != DOWN_OPEN;
 	else {
-		size_t queued = ws_queued_bytes(t->ws) + upstream_pending(&t->upstream);
+		size_t queued = t->hold.len + upstream_pending(&t->upstream);
 		if (queued >= TUNNEL_HIGH_WATER)
 			t->local_paused = true;
 		else if (queued < TUNNEL_LOW_WATER)
@@ -554,10 +572,38 @@ static void steer_upstream(struct tunnel *t)
 	upstream_read(&t->upstream, want);
 }
 
+/* Frames what the local client sent before the WebSocket opened. */
+static int release_hold(struct tunnel *t)
+{
+	struct bufq_view views[4];
+	while (t->hold.len > 0) {
+		size_t n = bufq_peek(&t->hold, 0, views, 4);
+		for (size_t i = 0; i < n; i++) {
+			size_t len = views[i].len < WS_MAX_FRAME ? views[i].len : WS_MAX_FRAME;
+			int rc = ws_send_binary(t->ws, views[i].base, len);
+			if (rc == WS_ERR_CLOSED) {
+				t->discarded += t->hold.len;
+				bufq_finish(&t->hold);
+				return WS_OK;
+			}
+			if (rc != WS_OK)
+				return rc;
+			bufq_consume(&t->hold, len);
+			if (len < views[i].len)
+				break;
+		}
+	}
+	return WS_OK;
+}
+
 /* Pushes the local -> gateway direction: frames out, then the Close. */
 static void push_up(struct tunnel *t)
 {
-	if (t->up == UP_EOF && ws_queued_count(t->ws) == 0) {
+	if (t->hold.len > 0 && t->up <= UP_EOF && release_hold(t) != WS_OK) {
+		close_all(t, "out of memory");
+		return;
+	}
+	if (t->up == UP_EOF && t->hold.len == 0) {
 		if (ws_queue_close(t->ws, 1000) == WS_OK)
 			set_up(t, UP_CLOSING);
 		else

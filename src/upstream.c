@@ -292,6 +292,15 @@ int upstream_write(struct upstream *u, const uint8_t *data, size_t len)
 	return writer_push(&u->w, data, len);
 }
 
+int upstream_write_masked(struct upstream *u, const uint8_t *data, size_t len, const uint8_t key[4])
+{
+	if (u->state != UPSTREAM_CONNECTED)
+		return UV_ENOTCONN;
+	if (u->tls != NULL)
+		return bufq_append_masked(&u->plain, data, len, key) == 0 ? 0 : UV_ENOMEM;
+	return writer_push_masked(&u->w, data, len, key);
+}
+
 /* Seals the staged plaintext into records, as large as the data allows. */
 static int seal(struct upstream *u)
 {

@@ -79,6 +79,8 @@ bool upstream_tls_resumed(const struct upstream *u);
 int upstream_connect(struct upstream *u, const char *name, uint16_t port);
 /* Queues bytes for the gateway (copied). */
 int upstream_write(struct upstream *u, const uint8_t *data, size_t len);
+/* Queues bytes masked with a WebSocket key (copied and masked at once). */
+int upstream_write_masked(struct upstream *u, const uint8_t *data, size_t len, const uint8_t key[4]);
 /* Starts writing what is queued. */
 int upstream_flush(struct upstream *u);
 /* Bytes queued and not yet confirmed written. */

@@ -172,6 +172,40 @@ int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len)
 	return rc == 0 ? WS_OK : WS_ERR_CLOSED;
 }
 
+int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len)
+{
+	if (len == 0)
+		return WS_OK;
+	if (len > WS_MAX_FRAME)
+		return WS_ERR_INTERNAL;
+	if (ws->close_queued || !wslay_event_get_read_enabled(ws->ctx) || !wslay_event_get_write_enabled(ws->ctx))
+		return WS_ERR_CLOSED;
+	uint8_t head[14];
+	size_t n = 0;
+	head[n++] = 0x80 | WSLAY_BINARY_FRAME;
+	if (len < 126) {
+		head[n++] = (uint8_t)(0x80 | len);
+	} else if (len < 65536) {
+		head[n++] = 0x80 | 126;
+		head[n++] = (uint8_t)(len >> 8);
+		head[n++] = (uint8_t)len;
+	} else {
+		head[n++] = 0x80 | 127;
+		for (int shift = 56; shift >= 0; shift -= 8)
+			head[n++] = (uint8_t)((uint64_t)len >> shift);
+	}
+	uint8_t key[4];
+	if (rng_bytes(key, sizeof(key)) != 0)
+		return WS_ERR_INTERNAL;
+	memcpy(head + n, key, 4);
+	n += 4;
+	if (ws->cb.send(ws->user, head, n) != n)
+		return WS_ERR_NOMEM;
+	if (ws->cb.send_masked(ws->user, data, len, key) != 0)
+		return WS_ERR_NOMEM;
+	return WS_OK;
+}
+
 int ws_queue_close(struct ws *ws, uint16_t code)
 {
 	int rc = wslay_event_queue_close(ws->ctx, code, NULL, 0);

@@ -38,6 +38,9 @@ struct ws_callbacks {
 	/* Takes up to len bytes of outgoing frames; returns how many it took,
 	 * or 0 when it cannot take more now (the rest stays queued). */
 	size_t (*send)(void *user, const uint8_t *data, size_t len);
+	/* Takes a whole frame payload to be sent masked with key (used by
+	 * ws_send_binary). Returns 0, or -1 when it cannot be queued. */
+	int (*send_masked)(void *user, const uint8_t *data, size_t len, const uint8_t key[4]);
 };
 
 struct ws;
@@ -50,6 +53,12 @@ void ws_destroy(struct ws *ws);
 int ws_feed(struct ws *ws, const uint8_t *data, size_t len);
 /* Queues one binary message of at most WS_MAX_FRAME bytes (copied). */
 int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len);
+/* Sends one binary frame of at most WS_MAX_FRAME bytes at once, without
+ * wslay's queue: the header goes through send and the payload through
+ * send_masked, which masks it while copying it. Frames stay whole on the
+ * wire only if send takes whole frames, as the tunnel's does. Returns
+ * WS_OK, WS_ERR_CLOSED once a Close is queued or sent, or WS_ERR_NOMEM. */
+int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len);
 /* Queues a Close frame with this status code. */
 int ws_queue_close(struct ws *ws, uint16_t code);
 /* Hands queued frames to the send callback until it stops taking them. */
