@@ -11,7 +11,7 @@
 enum opt_id {
 	OPT_HOST, OPT_TLS, OPT_LOCAL_HOST, OPT_LOCAL_PORT, OPT_REMOTE_HOST, OPT_REMOTE_PORT,
 	OPT_ACCESS_TYPE, OPT_CLIENT_ID, OPT_CLIENT_SECRET, OPT_BEARER, OPT_SESSION,
-	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
+	OPT_KEEPALIVE, OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_VERBOSE, OPT_HELP,
 };
 
@@ -34,6 +34,7 @@ static const struct opt opts[] = {
 	{"apikey-client-secret", 0, true, OPT_CLIENT_SECRET},
 	{"bearer-token", 0, true, OPT_BEARER},
 	{"session-token", 0, true, OPT_SESSION},
+	{"keepalive", 0, true, OPT_KEEPALIVE},
 	{"ca-cert", 0, true, OPT_CA_CERT},
 	{"client-cert", 0, true, OPT_CLIENT_CERT},
 	{"client-key", 0, true, OPT_CLIENT_KEY},
@@ -49,6 +50,7 @@ void cli_defaults(struct tunnel_config *cfg)
 	cfg->local_host = "127.0.0.1";
 	cfg->local_port = 2222;
 	cfg->access = ACCESS_APIKEY;
+	cfg->keepalive = 30;
 }
 
 static int usage(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
@@ -132,6 +134,15 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_CLIENT_SECRET: cfg->apikey_client_secret = v; break;
 	case OPT_BEARER: cfg->bearer_token = v; break;
 	case OPT_SESSION: cfg->session_token = v; break;
+	case OPT_KEEPALIVE: {
+		char *end;
+		unsigned long secs = strtoul(v, &end, 10);
+		if (*v < '0' || *v > '9' || *end != '\0' || secs > 86400)
+			return usage(err, errlen, "--keepalive: '%s' is not a number of seconds from 0 (off) to 86400%s",
+				     v, "");
+		cfg->keepalive = (unsigned)secs;
+		break;
+	}
 	case OPT_CA_CERT: cfg->ca_cert = v; break;
 	case OPT_CLIENT_CERT: cfg->client_cert = v; break;
 	case OPT_CLIENT_KEY: cfg->client_key = v; break;
@@ -255,6 +266,9 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "          The token sent as 'Authorization: Bearer' (with --access-type bearer)\n"
 	      "      --session-token <TOKEN>\n"
 	      "          The private app session token (with --access-type session)\n"
+	      "      --keepalive <SECONDS>\n"
+	      "          Ping an idle tunnel's gateway at this interval; no answer within two ends the tunnel\n"
+	      "          (0 turns it off) [default: 30]\n"
 	      "      --ca-cert <FILE>\n"
 	      "          PEM bundle of the CAs to trust for the gateway, instead of the system store\n"
 	      "      --client-cert <FILE>\n"

@@ -42,6 +42,8 @@ struct tunnel_config {
 	const char *bearer_token;
 	const char *session_token;
 
+	unsigned keepalive; /* seconds between pings on an idle tunnel; 0: none */
+
 	bool verbose;
 };
 

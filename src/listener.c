@@ -21,6 +21,31 @@ static struct tunnel_links *links(struct tunnel *t)
 	return (struct tunnel_links *)t;
 }
 
+static void on_keepalive_tick(uv_timer_t *timer)
+{
+	struct listener *l = timer->data;
+	uint64_t now = uv_now(l->loop);
+	uint64_t interval = (uint64_t)l->cfg->keepalive * 1000;
+	struct tunnel *t = l->tunnels;
+	while (t != NULL) {
+		struct tunnel *next = links(t)->next;
+		tunnel_check_alive(t, now, interval);
+		t = next;
+	}
+}
+
+/* Four checks per interval: a silent gateway is caught between two and
+ * two and a quarter intervals after its last word. */
+static void keepalive_start(struct listener *l)
+{
+	if (l->cfg->keepalive == 0 || uv_is_active((uv_handle_t *)&l->keepalive))
+		return;
+	uint64_t period = (uint64_t)l->cfg->keepalive * 1000 / 4;
+	if (period == 0)
+		period = 1;
+	uv_timer_start(&l->keepalive, on_keepalive_tick, period, period);
+}
+
 void listener_tunnel_added(struct listener *l, struct tunnel *t)
 {
 	links(t)->prev = NULL;
@@ -29,6 +54,7 @@ void listener_tunnel_added(struct listener *l, struct tunnel *t)
 		links(l->tunnels)->prev = t;
 	l->tunnels = t;
 	l->count++;
+	keepalive_start(l);
 }
 
 static void close_lifetime_handles(struct listener *l)
@@ -36,6 +62,7 @@ static void close_lifetime_handles(struct listener *l)
 	uv_close((uv_handle_t *)&l->sigint, NULL);
 	uv_close((uv_handle_t *)&l->sigterm, NULL);
 	uv_close((uv_handle_t *)&l->grace, NULL);
+	uv_close((uv_handle_t *)&l->keepalive, NULL);
 }
 
 void listener_tunnel_gone(struct listener *l, struct tunnel *t)
@@ -48,6 +75,8 @@ void listener_tunnel_gone(struct listener *l, struct tunnel *t)
 	if (lk->next != NULL)
 		links(lk->next)->prev = lk->prev;
 	l->count--;
+	if (l->count == 0 && !l->stopping)
+		uv_timer_stop(&l->keepalive);
 	if (l->stopping && l->count == 0)
 		close_lifetime_handles(l);
 }
@@ -216,7 +245,8 @@ int listener_run(const struct tunnel_config *cfg)
 	uv_signal_init(l.loop, &l.sigint);
 	uv_signal_init(l.loop, &l.sigterm);
 	uv_timer_init(l.loop, &l.grace);
-	l.sigint.data = l.sigterm.data = l.grace.data = &l;
+	uv_timer_init(l.loop, &l.keepalive);
+	l.sigint.data = l.sigterm.data = l.grace.data = l.keepalive.data = &l;
 	uv_signal_start(&l.sigint, on_signal, SIGINT);
 	uv_signal_start(&l.sigterm, on_signal, SIGTERM);
 	log_info("TCP tunnel ready, waiting for connections ...");

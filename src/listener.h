@@ -23,6 +23,7 @@ struct listener {
 	uv_tcp_t server;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t grace;
+	uv_timer_t keepalive; /* one timer checks every tunnel; runs only while tunnels exist */
 	struct tunnel *tunnels; /* doubly linked through tunnel.prev/next */
 	size_t count;
 	uint64_t next_id;

@@ -68,17 +68,28 @@ struct tunnel {
 	bool ending;        /* a direction has started to end */
 	bool linger_over;   /* gave up waiting for the local client's FIN */
 
+	uint64_t last_rx;   /* loop time of the last bytes from the gateway */
+	uint64_t ping_at;   /* loop time of the last Ping sent, 0: none since last_rx */
+
 	uint64_t bytes_up;   /* payload bytes from the local client to the gateway */
 	uint64_t bytes_down; /* payload bytes from the gateway to the local client */
 	uint64_t discarded;  /* local bytes that arrived when nothing could carry them */
 	uint16_t close_code; /* the gateway's Close code, 0 when none came */
-	const char *end_reason;
+	const char *end_reason; /* the first cause of the end */
+	int http_status;        /* of a refused upgrade */
 
 	int open_handles; /* local, timer and upstream: freed when all are closed */
 };
 
 static void proceed(struct tunnel *t);
 static void close_all(struct tunnel *t, const char *reason);
+
+/* The first cause of the end is the one the summary gives. */
+static void set_reason(struct tunnel *t, const char *reason)
+{
+	if (t->end_reason == NULL)
+		t->end_reason = reason;
+}
 
 static void set_phase(struct tunnel *t, enum phase p)
 {
@@ -138,13 +149,13 @@ static void ws_on_close(void *user, uint16_t code, const uint8_t *reason, size_t
 		log_error("Otoroshi could not reach the remote service for %s (Close 1011 right after the "
 			  "handshake): check --remote-host/--remote-port and that the route's target is up",
 			  t->peer);
-		t->end_reason = "gateway could not reach the remote service";
+		set_reason(t, "gateway could not reach the remote service");
 	} else if (code == 1000 || code == 0) {
 		log_debug("tunnel %" PRIu64 ": Otoroshi closed the WebSocket (%u)", t->id, code);
-		t->end_reason = "gateway closed";
+		set_reason(t, "gateway closed");
 	} else {
 		log_warn("Otoroshi closed the tunnel for %s with code %u (%s)", t->peer, code, ws_describe_code(code));
-		t->end_reason = "gateway closed with an error";
+		set_reason(t, "gateway closed with an error");
 	}
 	/* wslay has queued its answering Close: nothing more goes up. */
 	set_up(t, UP_CLOSING);
@@ -187,7 +198,7 @@ static void on_timer(uv_timer_t *timer)
 	if (t->down == DOWN_OPEN) {
 		log_debug("tunnel %" PRIu64 ": Otoroshi sent nothing and did not close within %d s of our Close",
 			  t->id, TUNNEL_DRAIN_TIMEOUT_MS / 1000);
-		t->end_reason = "drain timed out";
+		set_reason(t, "drain timed out");
 		set_up(t, UP_CLOSED);
 		set_down(t, DOWN_ENDING);
 		arm_timer(t, TUNNEL_DRAIN_TIMEOUT_MS);
@@ -215,7 +226,7 @@ static void arm_timer(struct tunnel *t, uint64_t ms)
 static void local_failed(struct tunnel *t, int status)
 {
 	log_debug("tunnel %" PRIu64 ": local connection from %s failed: %s", t->id, t->peer, uv_strerror(status));
-	t->end_reason = "local reset";
+	set_reason(t, "local reset");
 	t->local_eof = true;
 	set_down(t, DOWN_CLOSED);
 	if (t->phase != PHASE_OPEN) {
@@ -233,6 +244,7 @@ static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
 	struct tunnel *t = stream->data;
 	if (nread == UV_EOF) {
 		log_debug("tunnel %" PRIu64 ": local client %s finished sending", t->id, t->peer);
+		set_reason(t, "local close");
 		t->local_eof = true;
 		if (t->up == UP_OPEN)
 			set_up(t, UP_EOF);
@@ -336,6 +348,7 @@ static void send_upgrade(struct tunnel *t)
 static void report_refusal(struct tunnel *t)
 {
 	const struct upgrade_response *r = t->resp;
+	t->http_status = r->status;
 	char text[256];
 	upgrade_refusal_text(r, text, sizeof(text));
 	const char *hint = upgrade_refusal_hint(r->status, t->owner->cfg->access);
@@ -354,7 +367,7 @@ static void feed_frames(struct tunnel *t, const uint8_t *data, size_t len)
 	int rc = len > 0 ? ws_feed(t->ws, data, len) : WS_OK;
 	if (rc == WS_ERR_PROTOCOL) {
 		log_error("Otoroshi sent an invalid WebSocket frame for %s: closing the tunnel", t->peer);
-		t->end_reason = "protocol error";
+		set_reason(t, "protocol error");
 		set_up(t, UP_CLOSING);
 		set_down(t, DOWN_ENDING);
 	} else if (rc != WS_OK) {
@@ -385,6 +398,7 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 	t->resp = NULL;
 	uv_timer_stop(&t->timer);
 	set_phase(t, PHASE_OPEN);
+	t->last_rx = uv_now(t->owner->loop);
 	log_debug("tunnel %" PRIu64 ": WebSocket open for %s", t->id, t->peer);
 	/* Frames that came in the same read as the head are the first data. */
 	feed_frames(t, data + used, len - used);
@@ -420,6 +434,8 @@ static void up_on_connect(void *user, int status, const char *stage, const char 
 static void up_on_read(void *user, const uint8_t *data, size_t len)
 {
 	struct tunnel *t = user;
+	t->last_rx = uv_now(t->owner->loop);
+	t->ping_at = 0;
 	if (t->phase == PHASE_HANDSHAKE) {
 		handshake_input(t, data, len);
 		return;
@@ -449,7 +465,7 @@ static void up_on_end(void *user, int status)
 			log_warn("Otoroshi ended the connection for %s without a WebSocket Close", t->peer);
 		else
 			log_warn("the connection to Otoroshi for %s failed: %s", t->peer, uv_strerror(status));
-		t->end_reason = "gateway connection lost";
+		set_reason(t, "gateway connection lost");
 	}
 	/* Nothing more can go up; what came down is delivered, then FIN. */
 	set_up(t, UP_CLOSED);
@@ -505,13 +521,17 @@ static void close_all(struct tunnel *t, const char *reason)
 {
 	if (t->phase == PHASE_CLOSED)
 		return;
-	if (t->end_reason == NULL)
-		t->end_reason = reason;
+	set_reason(t, reason);
 	set_phase(t, PHASE_CLOSED);
 	uint64_t ms = uv_now(t->owner->loop) - t->started_ms;
-	log_debug("tunnel %" PRIu64 " from %s closed after %" PRIu64 ".%03u s: %" PRIu64 " bytes sent, %" PRIu64
-		  " bytes received (%s)", t->id, t->peer, ms / 1000, (unsigned)(ms % 1000), t->bytes_up,
-		  t->bytes_down, t->end_reason);
+	char extra[48] = "";
+	if (t->http_status != 0)
+		snprintf(extra, sizeof(extra), ", HTTP %d", t->http_status);
+	else if (t->close_code != 0)
+		snprintf(extra, sizeof(extra), ", Close %u", t->close_code);
+	log_info("Tunnel from %s closed after %" PRIu64 ".%03u s: %" PRIu64 " bytes sent, %" PRIu64
+		 " bytes received (%s%s)", t->peer, ms / 1000, (unsigned)(ms % 1000), t->bytes_up, t->bytes_down,
+		 t->end_reason, extra);
 	if (t->discarded > 0)
 		log_debug("tunnel %" PRIu64 ": %" PRIu64 " bytes from %s arrived after the gateway closed and were dropped",
 			  t->id, t->discarded, t->peer);
@@ -614,9 +634,8 @@ static void push_up(struct tunnel *t)
 		return;
 	}
 	if (t->up == UP_CLOSING && ws_close_sent(t->ws) && upstream_pending(&t->upstream) == 0) {
-		if (t->end_reason == NULL && ws_close_code_sent(t->ws) >= 1002 && ws_close_code_sent(t->ws) <= 1011 &&
-		    !ws_close_received(t->ws))
-			t->end_reason = "protocol error";
+		if (ws_close_code_sent(t->ws) >= 1002 && ws_close_code_sent(t->ws) <= 1011 && !ws_close_received(t->ws))
+			set_reason(t, "protocol error");
 		set_up(t, UP_CLOSED);
 	}
 }
@@ -753,11 +772,44 @@ void tunnel_shutdown(struct tunnel *t)
 		close_all(t, "stopped");
 		return;
 	}
-	t->end_reason = "stopped";
+	set_reason(t, "stopped");
 	if (t->up == UP_OPEN)
 		set_up(t, UP_EOF);
 	t->local_eof = true; /* read no more from the local client */
 	proceed(t);
+}
+
+void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
+{
+	if (t->phase != PHASE_OPEN || t->down != DOWN_OPEN)
+		return;
+	/* A tunnel that stopped reading for backpressure hears nothing by its
+	 * own choice: that is not the gateway's silence. */
+	if (t->upstream_paused || !t->upstream.reading || t->last_rx == 0) {
+		t->last_rx = now;
+		t->ping_at = 0;
+		return;
+	}
+	uint64_t quiet = now - t->last_rx;
+	if (quiet >= 2 * interval) {
+		log_warn("Otoroshi stopped answering for %s: nothing received for %" PRIu64 " s, not even a Pong "
+			 "(--keepalive %" PRIu64 ")", t->peer, quiet / 1000, interval / 1000);
+		set_reason(t, "gateway stopped answering");
+		set_up(t, UP_CLOSED);
+		set_down(t, DOWN_ENDING);
+		proceed(t);
+		return;
+	}
+	if (quiet >= interval && t->ping_at == 0) {
+		uint8_t payload[8];
+		for (int i = 0; i < 8; i++)
+			payload[i] = (uint8_t)(now >> (56 - 8 * i));
+		if (ws_queue_ping(t->ws, payload, sizeof(payload)) == WS_OK) {
+			t->ping_at = now;
+			log_trace("tunnel %" PRIu64 ": Ping after %" PRIu64 " ms of silence", t->id, quiet);
+			proceed(t);
+		}
+	}
 }
 
 void tunnel_abort(struct tunnel *t)

@@ -32,5 +32,9 @@ int tunnel_start(struct listener *l, uv_stream_t *server);
 void tunnel_shutdown(struct tunnel *t);
 /* Closes everything at once. */
 void tunnel_abort(struct tunnel *t);
+/* The keepalive check, run for every tunnel by the listener's one timer:
+ * a tunnel that heard nothing from the gateway for `interval` ms sends a
+ * Ping; one that heard nothing for twice that ends. */
+void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval);
 
 #endif

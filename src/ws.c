@@ -206,6 +206,17 @@ int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len)
 	return WS_OK;
 }
 
+int ws_queue_ping(struct ws *ws, const uint8_t *payload, size_t len)
+{
+	if (len > 125)
+		return WS_ERR_INTERNAL;
+	struct wslay_event_msg msg = {WSLAY_PING, payload, len};
+	int rc = wslay_event_queue_msg(ws->ctx, &msg);
+	if (rc == WSLAY_ERR_NOMEM)
+		return WS_ERR_NOMEM;
+	return rc == 0 ? WS_OK : WS_ERR_CLOSED;
+}
+
 int ws_queue_close(struct ws *ws, uint16_t code)
 {
 	int rc = wslay_event_queue_close(ws->ctx, code, NULL, 0);

@@ -59,6 +59,8 @@ int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len);
  * wire only if send takes whole frames, as the tunnel's does. Returns
  * WS_OK, WS_ERR_CLOSED once a Close is queued or sent, or WS_ERR_NOMEM. */
 int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len);
+/* Queues a Ping carrying payload (at most 125 bytes). */
+int ws_queue_ping(struct ws *ws, const uint8_t *payload, size_t len);
 /* Queues a Close frame with this status code. */
 int ws_queue_close(struct ws *ws, uint16_t code);
 /* Hands queued frames to the send callback until it stops taking them. */
