@@ -6,43 +6,66 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
 #include "url.h"
 
 enum opt_id {
 	OPT_HOST, OPT_TLS, OPT_LOCAL_HOST, OPT_LOCAL_PORT, OPT_REMOTE_HOST, OPT_REMOTE_PORT,
 	OPT_ACCESS_TYPE, OPT_CLIENT_ID, OPT_CLIENT_SECRET, OPT_BEARER, OPT_SESSION,
-	OPT_KEEPALIVE, OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
+	OPT_CLIENT_SECRET_FILE, OPT_BEARER_FILE, OPT_SESSION_FILE,
+	OPT_KEEPALIVE, OPT_PROXY, OPT_STDIO,
+	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
+	OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
 	OPT_VERBOSE, OPT_HELP,
 };
+
+/* Where an option may be given. */
+enum { IN_ARGV = 1, IN_PROFILE = 2, ANYWHERE = 3 };
 
 struct opt {
 	const char *long_name;
 	char short_name;
 	bool takes_value;
 	enum opt_id id;
+	int where;
+	/* The setting this option decides (the *-file options give a secret):
+	 * flags, the environment and a profile are ranked per setting. */
+	enum opt_id target;
+	bool secret;
 };
 
 static const struct opt opts[] = {
-	{"host", 0, true, OPT_HOST},
-	{"tls", 0, false, OPT_TLS},
-	{"local-host", 0, true, OPT_LOCAL_HOST},
-	{"local-port", 0, true, OPT_LOCAL_PORT},
-	{"remote-host", 0, true, OPT_REMOTE_HOST},
-	{"remote-port", 0, true, OPT_REMOTE_PORT},
-	{"access-type", 0, true, OPT_ACCESS_TYPE},
-	{"apikey-client-id", 0, true, OPT_CLIENT_ID},
-	{"apikey-client-secret", 0, true, OPT_CLIENT_SECRET},
-	{"bearer-token", 0, true, OPT_BEARER},
-	{"session-token", 0, true, OPT_SESSION},
-	{"keepalive", 0, true, OPT_KEEPALIVE},
-	{"ca-cert", 0, true, OPT_CA_CERT},
-	{"client-cert", 0, true, OPT_CLIENT_CERT},
-	{"client-key", 0, true, OPT_CLIENT_KEY},
-	{"insecure", 0, false, OPT_INSECURE},
-	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME},
-	{"verbose", 'v', false, OPT_VERBOSE},
-	{"help", 'h', false, OPT_HELP},
+	{"host", 0, true, OPT_HOST, ANYWHERE, OPT_HOST, false},
+	{"tls", 0, false, OPT_TLS, ANYWHERE, OPT_TLS, false},
+	{"local-host", 0, true, OPT_LOCAL_HOST, ANYWHERE, OPT_LOCAL_HOST, false},
+	{"local-port", 0, true, OPT_LOCAL_PORT, ANYWHERE, OPT_LOCAL_PORT, false},
+	{"remote-host", 0, true, OPT_REMOTE_HOST, ANYWHERE, OPT_REMOTE_HOST, false},
+	{"remote-port", 0, true, OPT_REMOTE_PORT, ANYWHERE, OPT_REMOTE_PORT, false},
+	{"access-type", 0, true, OPT_ACCESS_TYPE, ANYWHERE, OPT_ACCESS_TYPE, false},
+	{"apikey-client-id", 0, true, OPT_CLIENT_ID, ANYWHERE, OPT_CLIENT_ID, false},
+	{"apikey-client-secret", 0, true, OPT_CLIENT_SECRET, ANYWHERE, OPT_CLIENT_SECRET, true},
+	{"bearer-token", 0, true, OPT_BEARER, ANYWHERE, OPT_BEARER, true},
+	{"session-token", 0, true, OPT_SESSION, ANYWHERE, OPT_SESSION, true},
+	{"apikey-client-secret-file", 0, true, OPT_CLIENT_SECRET_FILE, ANYWHERE, OPT_CLIENT_SECRET, false},
+	{"bearer-token-file", 0, true, OPT_BEARER_FILE, ANYWHERE, OPT_BEARER, false},
+	{"session-token-file", 0, true, OPT_SESSION_FILE, ANYWHERE, OPT_SESSION, false},
+	{"keepalive", 0, true, OPT_KEEPALIVE, ANYWHERE, OPT_KEEPALIVE, false},
+	{"proxy", 0, true, OPT_PROXY, ANYWHERE, OPT_PROXY, true},
+	{"stdio", 0, false, OPT_STDIO, IN_ARGV, OPT_STDIO, false},
+	{"ca-cert", 0, true, OPT_CA_CERT, ANYWHERE, OPT_CA_CERT, false},
+	{"client-cert", 0, true, OPT_CLIENT_CERT, ANYWHERE, OPT_CLIENT_CERT, false},
+	{"client-key", 0, true, OPT_CLIENT_KEY, ANYWHERE, OPT_CLIENT_KEY, false},
+	{"insecure", 0, false, OPT_INSECURE, ANYWHERE, OPT_INSECURE, false},
+	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME, ANYWHERE, OPT_TLS_SERVER_NAME, false},
+	{"profile", 'p', true, OPT_PROFILE, IN_ARGV, OPT_PROFILE, false},
+	{"config", 0, true, OPT_CONFIG, IN_ARGV, OPT_CONFIG, false},
+	{"list-profiles", 0, false, OPT_LIST_PROFILES, IN_ARGV, OPT_LIST_PROFILES, false},
+	{"verbose", 'v', false, OPT_VERBOSE, ANYWHERE, OPT_VERBOSE, false},
+	{"help", 'h', false, OPT_HELP, IN_ARGV, OPT_HELP, false},
 };
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
 
 void cli_defaults(struct tunnel_config *cfg)
 {
@@ -93,7 +116,7 @@ static int parse_access_type(const char *v, enum access_type *out)
 
 static const struct opt *find_long(const char *name, size_t len)
 {
-	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+	for (size_t i = 0; i < N_OPTS; i++)
 		if (strlen(opts[i].long_name) == len && strncmp(opts[i].long_name, name, len) == 0)
 			return &opts[i];
 	return NULL;
@@ -101,10 +124,46 @@ static const struct opt *find_long(const char *name, size_t len)
 
 static const struct opt *find_short(char c)
 {
-	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++)
+	for (size_t i = 0; i < N_OPTS; i++)
 		if (opts[i].short_name == c)
 			return &opts[i];
 	return NULL;
+}
+
+/* Reads the secret a *-file option names into the setting it provides. */
+static int apply_secret_file(const struct opt *o, const char *path, struct tunnel_config *cfg, char *err,
+			     size_t errlen)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "--%s", o->long_name);
+	char *secret = config_own(cfg, config_read_secret_file(path, what, err, errlen));
+	if (secret == NULL)
+		return CLI_USAGE;
+	config_check_private(path, cfg->warning, sizeof(cfg->warning));
+	if (o->target == OPT_CLIENT_SECRET)
+		cfg->apikey_client_secret = secret;
+	else if (o->target == OPT_BEARER)
+		cfg->bearer_token = secret;
+	else
+		cfg->session_token = secret;
+	return CLI_OK;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(v, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(v, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, char *err, size_t errlen)
@@ -143,6 +202,15 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 		cfg->keepalive = (unsigned)secs;
 		break;
 	}
+	case OPT_CLIENT_SECRET_FILE:
+	case OPT_BEARER_FILE:
+	case OPT_SESSION_FILE:
+		return apply_secret_file(o, v, cfg, err, errlen);
+	case OPT_PROXY: cfg->proxy = v; break;
+	case OPT_STDIO: cfg->stdio = true; break;
+	case OPT_PROFILE: cfg->profile = v; break;
+	case OPT_CONFIG: cfg->config_file = v; break;
+	case OPT_LIST_PROFILES: cfg->list_profiles = true; break;
 	case OPT_CA_CERT: cfg->ca_cert = v; break;
 	case OPT_CLIENT_CERT: cfg->client_cert = v; break;
 	case OPT_CLIENT_KEY: cfg->client_key = v; break;
@@ -194,6 +262,90 @@ static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 	return CLI_OK;
 }
 
+static void mark(struct tunnel_config *cfg, const struct opt *o)
+{
+	cfg->given |= 1UL << o->target;
+}
+
+static bool is_given(const struct tunnel_config *cfg, const struct opt *o)
+{
+	return (cfg->given >> o->target) & 1;
+}
+
+/* Secrets from the environment keep them out of shell history and ps. */
+static void apply_environment(struct tunnel_config *cfg)
+{
+	static const struct { const char *var; enum opt_id id; } vars[] = {
+		{"OTOROSHI_APIKEY_CLIENT_ID", OPT_CLIENT_ID},
+		{"OTOROSHI_APIKEY_CLIENT_SECRET", OPT_CLIENT_SECRET},
+		{"OTOROSHI_BEARER_TOKEN", OPT_BEARER},
+		{"OTOROSHI_SESSION_TOKEN", OPT_SESSION},
+	};
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i].var);
+		if (v == NULL || v[0] == '\0' || ((cfg->given >> vars[i].id) & 1))
+			continue;
+		switch (vars[i].id) {
+		case OPT_CLIENT_ID: cfg->apikey_client_id = v; break;
+		case OPT_CLIENT_SECRET: cfg->apikey_client_secret = v; break;
+		case OPT_BEARER: cfg->bearer_token = v; break;
+		default: cfg->session_token = v; break;
+		}
+		cfg->given |= 1UL << vars[i].id;
+	}
+}
+
+struct profile_ctx {
+	struct tunnel_config *cfg;
+	unsigned long seen; /* settings this profile already set */
+	bool has_secret;
+};
+
+/* One `key = value` line of the chosen profile. */
+static int apply_profile_key(void *user, const char *key, const char *value, char *err, size_t errlen)
+{
+	struct profile_ctx *p = user;
+	const struct opt *o = find_long(key, strlen(key));
+	if (o == NULL || !(o->where & IN_PROFILE))
+		return usage(err, errlen, "unknown key '%s' (keys are the long option names, such as host or "
+			     "remote-port)%s", key, "");
+	if ((p->seen >> o->target) & 1)
+		return usage(err, errlen, "'%s' sets what an earlier key of this profile already set%s", key, "");
+	p->seen |= 1UL << o->target;
+	if (o->secret || o->target != o->id)
+		p->has_secret = true;
+	if (is_given(p->cfg, o))
+		return CLI_OK; /* a flag or the environment wins */
+	if (!o->takes_value) {
+		bool on;
+		if (parse_bool(value, &on) != 0)
+			return usage(err, errlen, "'%s' takes true or false, not '%s'", key, value);
+		if (o->id == OPT_TLS)
+			p->cfg->tls = on;
+		else if (o->id == OPT_INSECURE)
+			p->cfg->insecure = on;
+		else if (o->id == OPT_VERBOSE)
+			p->cfg->verbose = on;
+		return CLI_OK;
+	}
+	char *copy = config_own(p->cfg, strdup(value));
+	if (copy == NULL)
+		return usage(err, errlen, "too many values in the profile%s%s", "", "");
+	return apply(o, copy, p->cfg, err, errlen) == CLI_OK ? CLI_OK : CLI_USAGE;
+}
+
+static int apply_profile(struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	char path[1024];
+	config_profile_path(cfg, path, sizeof(path));
+	struct profile_ctx p = {.cfg = cfg};
+	if (config_load_profile(path, cfg->profile, apply_profile_key, &p, err, errlen) != 0)
+		return CLI_USAGE;
+	if (p.has_secret)
+		config_check_private(path, cfg->warning, sizeof(cfg->warning));
+	return CLI_OK;
+}
+
 int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char *err, size_t errlen)
 {
 	err[0] = '\0';
@@ -231,9 +383,15 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 			help = true;
 		else if (rc != CLI_OK)
 			return rc;
+		mark(cfg, o);
 	}
 	if (help)
 		return CLI_HELP;
+	if (cfg->list_profiles)
+		return CLI_LIST_PROFILES;
+	apply_environment(cfg);
+	if (cfg->profile != NULL && apply_profile(cfg, err, errlen) != CLI_OK)
+		return CLI_USAGE;
 	return check(cfg, err, errlen);
 }
 

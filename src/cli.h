@@ -2,7 +2,8 @@
  * the reference client's options and defaults. Pure parsing: it prints
  * nothing and opens nothing, so that every usage error is tested alone.
  *
- * Ownership: the strings stored in struct tunnel_config point into argv. */
+ * Ownership: the strings stored in struct tunnel_config point into argv,
+ * the environment, or memory the config owns (config_finish frees it). */
 #ifndef OTOROSHICTL_CLI_H
 #define OTOROSHICTL_CLI_H
 
@@ -14,6 +15,7 @@
 enum cli_result {
 	CLI_OK = 0,
 	CLI_HELP = 1,   /* -h/--help was given: print the help, exit 0 */
+	CLI_LIST_PROFILES = 2, /* --list-profiles was given */
 	CLI_USAGE = -1, /* a usage error: print err, exit 2 */
 };
 
@@ -23,8 +25,11 @@ enum cli_result {
 void cli_defaults(struct tunnel_config *cfg);
 
 /* Parses the arguments that follow `tcp-tunnel` (argv[0] is the first
- * option) into cfg, then checks that they make a usable tunnel. On
- * CLI_USAGE, err holds one line naming the flag at fault. */
+ * option) into cfg, completes them from the environment's secrets and the
+ * chosen profile (a flag wins over the environment, which wins over the
+ * profile), then checks that they make a usable tunnel. On CLI_USAGE, err
+ * holds one line naming the flag, or the file, line and key, at fault.
+ * cfg->warning may hold a warning to show. Call config_finish after. */
 int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char *err, size_t errlen);
 
 void cli_print_tcp_tunnel_help(FILE *out);

@@ -1,13 +1,19 @@
-/* config: the settings of one `tcp-tunnel` run, as the command line gives
- * them. cli.c fills it; every other module only reads it.
+/* config: the settings of one `tcp-tunnel` run, and where they come from
+ * besides the command line: a profile in an INI file, the environment
+ * (secrets), and files holding secrets. cli.c fills the settings; every
+ * other module only reads them.
  *
- * Ownership: the strings point into argv or into memory owned by the
- * config (see config_finish); nothing else frees them. */
+ * Precedence: a flag, then the environment, then the profile.
+ *
+ * Ownership: the strings point into argv, into the environment, or into
+ * memory the config owns (profile values, secrets read from files), which
+ * config_finish wipes and frees. */
 #ifndef OTOROSHICTL_CONFIG_H
 #define OTOROSHICTL_CONFIG_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 enum access_type {
 	ACCESS_APIKEY,
@@ -43,8 +49,51 @@ struct tunnel_config {
 	const char *session_token;
 
 	unsigned keepalive; /* seconds between pings on an idle tunnel; 0: none */
+	const char *proxy;  /* --proxy URL, or NULL */
+	bool stdio;         /* one tunnel over standard input and output */
+
+	const char *profile;     /* --profile NAME */
+	const char *config_file; /* --config FILE */
+	bool list_profiles;
 
 	bool verbose;
+
+	/* A warning for the user (a secret in a file others can read), or "". */
+	char warning[512];
+	/* Strings the config owns. */
+	char *owned[48];
+	size_t n_owned;
+	unsigned long given; /* bit per option id: set by a flag or the environment */
 };
+
+/* Keeps s (already allocated) for the config's lifetime. Returns s, or NULL
+ * when the config holds too many strings (s is then freed). */
+char *config_own(struct tunnel_config *cfg, char *s);
+/* Wipes and frees what the config owns. */
+void config_finish(struct tunnel_config *cfg);
+
+/* The profile file: --config, else $XDG_CONFIG_HOME/otoroshictl/tunnels.ini,
+ * else ~/.config/otoroshictl/tunnels.ini. Writes it into out. */
+void config_profile_path(const struct tunnel_config *cfg, char *out, size_t outlen);
+
+/* Calls apply(key, value, line) for every key of section `name` of the INI
+ * file at path. Returns 0; or -1 with err naming the file (and line) when
+ * the file cannot be read, is malformed, has no such section, or apply
+ * fails (apply then wrote the reason into err, which gets the file and line
+ * put in front). *has_secret tells whether the section named a secret. */
+typedef int (*config_apply_fn)(void *ctx, const char *key, const char *value, char *err, size_t errlen);
+int config_load_profile(const char *path, const char *name, config_apply_fn apply, void *ctx, char *err,
+			size_t errlen);
+
+/* Prints `NAME<TAB>HOST<TAB>REMOTE` for each profile of the file. Returns
+ * 0, or -1 with err. */
+int config_list_profiles(const char *path, FILE *out, char *err, size_t errlen);
+
+/* Reads a secret from a file: the first line, without its line end. Returns
+ * an allocated string, or NULL with err naming the file. */
+char *config_read_secret_file(const char *path, const char *what, char *err, size_t errlen);
+
+/* When path is readable by group or others, writes a warning naming it. */
+void config_check_private(const char *path, char *warning, size_t warnlen);
 
 #endif

@@ -18,16 +18,32 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 	int rc = cli_parse_tcp_tunnel(argc, argv, &cfg, err, sizeof(err));
 	if (rc == CLI_HELP) {
 		cli_print_tcp_tunnel_help(stdout);
+		config_finish(&cfg);
+		return 0;
+	}
+	if (rc == CLI_LIST_PROFILES) {
+		char path[1024];
+		config_profile_path(&cfg, path, sizeof(path));
+		rc = config_list_profiles(path, stdout, err, sizeof(err));
+		config_finish(&cfg);
+		if (rc != 0) {
+			fprintf(stderr, "error: %s\n", err);
+			return CLI_EXIT_USAGE;
+		}
 		return 0;
 	}
 	if (rc != CLI_OK) {
 		fprintf(stderr, "error: %s\n", err);
+		config_finish(&cfg);
 		return CLI_EXIT_USAGE;
 	}
 	if (verbose || cfg.verbose)
 		log_raise(LOG_DEBUG);
+	if (cfg.warning[0] != '\0')
+		log_warn("%s", cfg.warning);
 	if (rng_init() != 0) {
 		log_error("cannot seed the random generator from the system's entropy");
+		config_finish(&cfg);
 		return 1;
 	}
 	if (cfg.tls) {
@@ -35,6 +51,7 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 			fprintf(stderr, "error: %s\n", err);
 			tls_setup_finish();
 			rng_finish();
+			config_finish(&cfg);
 			return CLI_EXIT_USAGE;
 		}
 		if (cfg.insecure)
@@ -44,6 +61,7 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 	int status = listener_run(&cfg);
 	tls_setup_finish();
 	rng_finish();
+	config_finish(&cfg);
 	return status;
 }
 
