@@ -216,12 +216,13 @@ static int bind_and_listen(struct listener *l, char *where, size_t wherelen)
 	return 0;
 }
 
-int listener_run(const struct tunnel_config *cfg)
+int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 {
 	struct listener l;
 	memset(&l, 0, sizeof(l));
 	l.loop = uv_default_loop();
 	l.cfg = cfg;
+	l.proxy = proxy;
 	signal(SIGPIPE, SIG_IGN);
 
 	char where[INET6_ADDRSTRLEN + 16];
@@ -237,6 +238,9 @@ int listener_run(const struct tunnel_config *cfg)
 	char remote[300];
 	format_remote(cfg, remote, sizeof(remote));
 	log_info("TCP tunnel listening on %s → %s via Otoroshi (%s)", where, remote, cfg->host);
+	if (proxy != NULL)
+		log_info("Reaching Otoroshi through the HTTP proxy %s:%u (from %s)", proxy->host, (unsigned)proxy->port,
+			 proxy->source);
 	if (cfg->local_host && strcmp(cfg->local_host, "127.0.0.1") != 0 && strcmp(cfg->local_host, "::1") != 0 &&
 	    strcmp(cfg->local_host, "localhost") != 0)
 		log_warn("listening on %s: anyone who can reach this address uses your credential for %s",

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "proxy.h"
 
 struct tunnel;
 
@@ -20,6 +21,7 @@ struct tunnel;
 struct listener {
 	uv_loop_t *loop;
 	const struct tunnel_config *cfg;
+	const struct proxy *proxy; /* NULL: straight to the gateway */
 	uv_tcp_t server;
 	uv_signal_t sigint, sigterm;
 	uv_timer_t grace;
@@ -30,8 +32,9 @@ struct listener {
 	bool stopping;
 };
 
-/* Binds, serves until a signal, and returns the process's exit status. */
-int listener_run(const struct tunnel_config *cfg);
+/* Binds, serves until a signal, and returns the process's exit status.
+ * proxy, when not NULL, is the HTTP proxy every tunnel goes through. */
+int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy);
 void listener_tunnel_added(struct listener *l, struct tunnel *t);
 void listener_tunnel_gone(struct listener *l, struct tunnel *t);
 

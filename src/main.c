@@ -1,11 +1,13 @@
 /* main: `otoroshictl`'s entry point: global options, the subcommands, and
  * the exit status. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "listener.h"
 #include "log.h"
+#include "proxy.h"
 #include "rng.h"
 #include "tls.h"
 #include "version.h"
@@ -58,7 +60,27 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 			log_warn("--insecure: the gateway's certificate is not verified; anyone on the path can "
 				 "pose as the gateway and take your credential");
 	}
-	int status = listener_run(&cfg);
+	struct proxy proxy = {.source = "--proxy"};
+	const char *proxy_url = cfg.proxy;
+	if (proxy_url == NULL) {
+		proxy_url = proxy_from_env(cfg.tls, &proxy.source);
+		const char *no_proxy = getenv("no_proxy");
+		if (no_proxy == NULL || no_proxy[0] == '\0')
+			no_proxy = getenv("NO_PROXY");
+		if (proxy_url != NULL && proxy_exempt(no_proxy, cfg.gw_name, cfg.gw_port)) {
+			log_debug("NO_PROXY covers %s: not using %s", cfg.host, proxy.source);
+			proxy_url = NULL;
+		}
+	}
+	if (proxy_url != NULL && proxy_parse_url(proxy_url, &proxy, err, sizeof(err)) != 0) {
+		fprintf(stderr, "error: %s\n", err);
+		tls_setup_finish();
+		rng_finish();
+		config_finish(&cfg);
+		return CLI_EXIT_USAGE;
+	}
+	int status = listener_run(&cfg, proxy_url != NULL ? &proxy : NULL);
+	proxy_finish(&proxy);
 	tls_setup_finish();
 	rng_finish();
 	config_finish(&cfg);

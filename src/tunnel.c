@@ -264,10 +264,13 @@ static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
 	/* One read is at most one frame (the read buffer is 64 KiB). Until
 	 * the WebSocket is open, the bytes wait in the hold queue. */
 	int rc;
-	if (t->phase == PHASE_OPEN && t->hold.len == 0)
+	if (t->phase == PHASE_OPEN && t->hold.len == 0) {
 		rc = ws_send_binary(t->ws, (const uint8_t *)buf->base, (size_t)nread);
-	else
+		if (rc == WS_OK)
+			t->bytes_up += (uint64_t)nread;
+	} else {
 		rc = bufq_append(&t->hold, buf->base, (size_t)nread) == 0 ? WS_OK : WS_ERR_NOMEM;
+	}
 	if (rc == WS_ERR_CLOSED) {
 		t->discarded += (uint64_t)nread;
 		return;
@@ -276,7 +279,6 @@ static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
 		close_all(t, "out of memory");
 		return;
 	}
-	t->bytes_up += (uint64_t)nread;
 	proceed(t);
 }
 
@@ -417,7 +419,14 @@ static void up_on_connect(void *user, int status, const char *stage, const char 
 		return;
 	}
 	const struct tunnel_config *cfg = t->owner->cfg;
-	if (strcmp(stage, "tls") == 0)
+	if (strcmp(stage, "proxy") == 0 || (t->owner->proxy != NULL && strcmp(stage, "connect") == 0))
+		log_error("cannot reach Otoroshi at %s through the proxy %s:%u (%s) for %s: %s", cfg->host,
+			  t->owner->proxy->host, (unsigned)t->owner->proxy->port, t->owner->proxy->source, t->peer,
+			  detail ? detail : uv_strerror(status));
+	else if (strcmp(stage, "resolve") == 0 && t->owner->proxy != NULL)
+		log_error("cannot resolve the proxy's host name '%s' (%s) for %s: %s", t->owner->proxy->host,
+			  t->owner->proxy->source, t->peer, uv_strerror(status));
+	else if (strcmp(stage, "tls") == 0)
 		log_error("cannot open TLS to Otoroshi at %s for %s: %s", cfg->host, t->peer,
 			  detail ? detail : uv_strerror(status));
 	else if (strcmp(stage, "resolve") == 0)
@@ -608,6 +617,7 @@ static int release_hold(struct tunnel *t)
 			}
 			if (rc != WS_OK)
 				return rc;
+			t->bytes_up += len;
 			bufq_consume(&t->hold, len);
 			if (len < views[i].len)
 				break;
@@ -743,6 +753,8 @@ int tunnel_start(struct listener *l, uv_stream_t *server)
 	upstream_init(&t->upstream, l->loop, &upstream_cbs, t);
 	if (l->cfg->tls)
 		upstream_use_tls(&t->upstream, l->cfg->gw_name);
+	if (l->proxy != NULL)
+		upstream_use_proxy(&t->upstream, l->proxy);
 	t->open_handles = 3;
 	listener_tunnel_added(l, t);
 

@@ -3,6 +3,7 @@
 #include "upstream.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -27,6 +28,11 @@ void upstream_use_tls(struct upstream *u, const char *name)
 	u->tls_name = name;
 }
 
+void upstream_use_proxy(struct upstream *u, const struct proxy *proxy)
+{
+	u->proxy = proxy;
+}
+
 bool upstream_tls_resumed(const struct upstream *u)
 {
 	return u->tls != NULL && tls_conn_resumed(u->tls);
@@ -40,6 +46,8 @@ static void finish_close(struct upstream *u)
 	bufq_finish(&u->plain);
 	tls_conn_destroy(u->tls);
 	u->tls = NULL;
+	free(u->answer);
+	u->answer = NULL;
 	u->state = UPSTREAM_CLOSED;
 	u->cb.on_closed(u->user);
 }
@@ -106,10 +114,19 @@ static void tls_progress(struct upstream *u)
 		tls_deliver(u);
 }
 
+static void through_proxy(struct upstream *u, const uint8_t *data, size_t len);
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
 	struct upstream *u = stream->data;
 	if (nread < 0) {
+		if (u->state == UPSTREAM_PROXYING) {
+			uv_read_stop(stream);
+			u->reading = false;
+			u->state = UPSTREAM_IDLE;
+			u->cb.on_connect(u->user, (int)nread, "proxy", "the proxy closed the connection before answering CONNECT");
+			return;
+		}
 		if (u->state == UPSTREAM_SECURING) {
 			uv_read_stop(stream);
 			u->reading = false;
@@ -123,6 +140,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	}
 	if (nread == 0)
 		return;
+	if (u->state == UPSTREAM_PROXYING) {
+		through_proxy(u, (const uint8_t *)buf->base, (size_t)nread);
+		return;
+	}
 	if (u->tls == NULL) {
 		u->cb.on_read(u->user, (const uint8_t *)buf->base, (size_t)nread);
 		return;
@@ -160,6 +181,72 @@ static void start_tls(struct upstream *u)
 	tls_progress(u);
 }
 
+/* After TCP (and CONNECT): TLS when asked for, else ready. */
+static void secure_or_ready(struct upstream *u)
+{
+	if (u->use_tls) {
+		start_tls(u);
+		return;
+	}
+	u->state = UPSTREAM_CONNECTED;
+	u->cb.on_connect(u->user, 0, "connect", NULL);
+}
+
+static void send_connect(struct upstream *u)
+{
+	char head[600];
+	int n = proxy_build_connect(head, sizeof(head), u->proxy, u->target_name, u->target_port);
+	u->answer = calloc(1, sizeof(*u->answer));
+	int rc = u->answer == NULL || n < 0 || (size_t)n >= sizeof(head) ? UV_ENOMEM
+		 : writer_push(&u->w, head, (size_t)n);
+	memset(head, 0, sizeof(head)); /* it held the proxy credential */
+	if (rc == 0)
+		rc = writer_flush(&u->w);
+	if (rc == 0)
+		rc = uv_read_start((uv_stream_t *)&u->tcp, writer_alloc_read_buffer, on_read);
+	if (rc < 0) {
+		u->state = UPSTREAM_IDLE;
+		u->cb.on_connect(u->user, rc, "proxy", NULL);
+		return;
+	}
+	u->reading = true;
+	u->state = UPSTREAM_PROXYING;
+	log_debug("asking the proxy %s for a tunnel to %s:%u", u->peer, u->target_name, (unsigned)u->target_port);
+}
+
+static void through_proxy(struct upstream *u, const uint8_t *data, size_t len)
+{
+	size_t used = 0;
+	int status = 0;
+	char reason[96] = "";
+	int rc = proxy_answer_feed(u->answer, data, len, &used, &status, reason, sizeof(reason));
+	if (rc == 0)
+		return;
+	uv_read_stop((uv_stream_t *)&u->tcp);
+	u->reading = false;
+	free(u->answer);
+	u->answer = NULL;
+	if (rc < 0 || status < 200 || status > 299) {
+		char why[400];
+		const char *hint = rc < 0 ? NULL : proxy_refusal_hint(status);
+		if (rc < 0)
+			snprintf(why, sizeof(why), "the proxy's answer to CONNECT is not HTTP");
+		else
+			snprintf(why, sizeof(why), "the proxy answered %d%s%s to CONNECT%s%s", status, reason[0] ? " " : "",
+				 reason, hint ? " — " : "", hint ? hint : "");
+		u->state = UPSTREAM_IDLE;
+		u->cb.on_connect(u->user, UV_ECONNREFUSED, "proxy", why);
+		return;
+	}
+	log_debug("the proxy %s opened a tunnel to %s:%u", u->peer, u->target_name, (unsigned)u->target_port);
+	/* The gateway cannot speak before this side does (TLS and the
+	 * upgrade both start with the client), so bytes after the answer
+	 * are the proxy's own and are not passed on. */
+	if (used < len)
+		log_debug("ignoring %zu bytes the proxy sent after its answer", len - used);
+	secure_or_ready(u);
+}
+
 static void on_connected(uv_connect_t *req, int status)
 {
 	struct upstream *u = req->data;
@@ -175,12 +262,11 @@ static void on_connected(uv_connect_t *req, int status)
 	u->addrs = u->next = NULL;
 	uv_tcp_nodelay(&u->tcp, 1);
 	writer_init(&u->w, (uv_stream_t *)&u->tcp, on_write_done);
-	if (u->use_tls) {
-		start_tls(u);
+	if (u->proxy != NULL) {
+		send_connect(u);
 		return;
 	}
-	u->state = UPSTREAM_CONNECTED;
-	u->cb.on_connect(u->user, 0, "connect", NULL);
+	secure_or_ready(u);
 }
 
 static void on_attempt_closed(uv_handle_t *handle)
@@ -270,6 +356,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 int upstream_connect(struct upstream *u, const char *name, uint16_t port)
 {
+	if (u->proxy != NULL) {
+		u->target_name = name;
+		u->target_port = port;
+		name = u->proxy->host;
+		port = u->proxy->port;
+	}
 	char service[8];
 	snprintf(service, sizeof(service), "%u", (unsigned)port);
 	struct addrinfo hints;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "proxy.h"
 #include "tls.h"
 #include "writer.h"
 
@@ -35,6 +36,7 @@ enum upstream_state {
 	UPSTREAM_IDLE,
 	UPSTREAM_RESOLVING,
 	UPSTREAM_CONNECTING,
+	UPSTREAM_PROXYING, /* TCP to the proxy is up, CONNECT is under way */
 	UPSTREAM_SECURING, /* TCP is up, the TLS handshake runs */
 	UPSTREAM_CONNECTED,
 	UPSTREAM_CLOSING,
@@ -64,6 +66,12 @@ struct upstream {
 	 * records). */
 	bool use_tls;
 	const char *tls_name;
+
+	/* With a proxy: where CONNECT goes, and its answer while it comes. */
+	const struct proxy *proxy;
+	const char *target_name;
+	uint16_t target_port;
+	struct proxy_answer *answer;
 	struct tls_conn *tls;
 	struct bufq plain;
 };
@@ -72,6 +80,9 @@ void upstream_init(struct upstream *u, uv_loop_t *loop, const struct upstream_ca
 /* Speak TLS over the connection, verifying `name` (see tls.h). The name
  * must outlive the upstream. Call before upstream_connect. */
 void upstream_use_tls(struct upstream *u, const char *name);
+/* Reach the gateway through this HTTP CONNECT proxy (it must outlive the
+ * upstream). Call before upstream_connect. */
+void upstream_use_proxy(struct upstream *u, const struct proxy *proxy);
 /* True when the TLS session of this connection was resumed. */
 bool upstream_tls_resumed(const struct upstream *u);
 /* Starts resolving name and connecting to port. Returns 0 or a negative uv
