@@ -65,8 +65,13 @@ static void close_lifetime_handles(struct listener *l)
 	uv_close((uv_handle_t *)&l->keepalive, NULL);
 }
 
-void listener_tunnel_gone(struct listener *l, struct tunnel *t)
+void listener_tunnel_gone(struct listener *l, struct tunnel *t, bool failed)
 {
+	if (l->cfg->stdio) {
+		/* The one tunnel is the whole run. */
+		l->exit_status = failed ? 1 : 0;
+		l->stopping = true;
+	}
 	struct tunnel_links *lk = links(t);
 	if (lk->prev != NULL)
 		links(lk->prev)->next = lk->next;
@@ -115,7 +120,8 @@ static void on_signal(uv_signal_t *sig, int signum)
 	l->stopping = true;
 	log_info("%s received: closing %zu open tunnel(s) and exiting", signum == SIGINT ? "SIGINT" : "SIGTERM",
 		 l->count);
-	uv_close((uv_handle_t *)&l->server, NULL);
+	if (!l->cfg->stdio)
+		uv_close((uv_handle_t *)&l->server, NULL);
 	struct tunnel *t = l->tunnels;
 	while (t != NULL) {
 		struct tunnel *next = links(t)->next;
@@ -216,6 +222,36 @@ static int bind_and_listen(struct listener *l, char *where, size_t wherelen)
 	return 0;
 }
 
+static void start_lifetime_handles(struct listener *l)
+{
+	uv_signal_init(l->loop, &l->sigint);
+	uv_signal_init(l->loop, &l->sigterm);
+	uv_timer_init(l->loop, &l->grace);
+	uv_timer_init(l->loop, &l->keepalive);
+	l->sigint.data = l->sigterm.data = l->grace.data = l->keepalive.data = l;
+	uv_signal_start(&l->sigint, on_signal, SIGINT);
+	uv_signal_start(&l->sigterm, on_signal, SIGTERM);
+}
+
+/* --stdio: no listener, one tunnel, and its end is the process's. */
+static int run_stdio(struct listener *l)
+{
+	start_lifetime_handles(l);
+	int rc = tunnel_start_stdio(l);
+	if (rc < 0) {
+		log_error("--stdio needs pipes, sockets or a terminal on standard input and output: %s",
+			  rc == UV_EINVAL ? "one of them is a file or a device that cannot be watched (use a pipe: cat FILE | otoroshictl ...)" : uv_strerror(rc));
+		l->stopping = true;
+		close_lifetime_handles(l);
+		uv_run(l->loop, UV_RUN_DEFAULT);
+		uv_loop_close(l->loop);
+		return 1;
+	}
+	uv_run(l->loop, UV_RUN_DEFAULT);
+	uv_loop_close(l->loop);
+	return l->exit_status;
+}
+
 int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 {
 	struct listener l;
@@ -225,6 +261,8 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 	l.proxy = proxy;
 	signal(SIGPIPE, SIG_IGN);
 
+	if (cfg->stdio)
+		return run_stdio(&l);
 	char where[INET6_ADDRSTRLEN + 16];
 	int rc = bind_and_listen(&l, where, sizeof(where));
 	if (rc < 0) {
@@ -246,13 +284,7 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 		log_warn("listening on %s: anyone who can reach this address uses your credential for %s",
 			 where, cfg->host);
 
-	uv_signal_init(l.loop, &l.sigint);
-	uv_signal_init(l.loop, &l.sigterm);
-	uv_timer_init(l.loop, &l.grace);
-	uv_timer_init(l.loop, &l.keepalive);
-	l.sigint.data = l.sigterm.data = l.grace.data = l.keepalive.data = &l;
-	uv_signal_start(&l.sigint, on_signal, SIGINT);
-	uv_signal_start(&l.sigterm, on_signal, SIGTERM);
+	start_lifetime_handles(&l);
 	log_info("TCP tunnel ready, waiting for connections ...");
 
 	uv_run(l.loop, UV_RUN_DEFAULT);

@@ -30,12 +30,14 @@ struct listener {
 	size_t count;
 	uint64_t next_id;
 	bool stopping;
+	int exit_status; /* with --stdio: 0 when the tunnel ended cleanly */
 };
 
 /* Binds, serves until a signal, and returns the process's exit status.
  * proxy, when not NULL, is the HTTP proxy every tunnel goes through. */
 int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy);
 void listener_tunnel_added(struct listener *l, struct tunnel *t);
-void listener_tunnel_gone(struct listener *l, struct tunnel *t);
+/* A tunnel is gone; failed tells whether an error ended it. */
+void listener_tunnel_gone(struct listener *l, struct tunnel *t, bool failed);
 
 #endif

@@ -10,6 +10,7 @@
 
 static enum log_level current_level = LOG_INFO;
 static bool use_colour;
+static bool level_from_env;
 
 static const char *const level_names[] = {
 	[LOG_ERROR] = "ERROR", [LOG_WARN] = "WARN ", [LOG_INFO] = "INFO ",
@@ -45,7 +46,14 @@ int log_init(void)
 	if (l == 0)
 		return -1;
 	current_level = l;
+	level_from_env = true;
 	return 0;
+}
+
+void log_default(enum log_level level)
+{
+	if (!level_from_env)
+		current_level = level;
 }
 
 void log_raise(enum log_level level)

@@ -24,6 +24,8 @@ enum log_level {
  * Returns 0, or -1 when OTOROSHICTL holds an unknown level (the level then
  * stays at info and the caller may warn). */
 int log_init(void);
+/* The level when OTOROSHICTL does not set one (--stdio keeps quiet). */
+void log_default(enum log_level level);
 /* Raises the level to at least `level` (used by -v). */
 void log_raise(enum log_level level);
 bool log_enabled(enum log_level level);

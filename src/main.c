@@ -39,6 +39,10 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 		config_finish(&cfg);
 		return CLI_EXIT_USAGE;
 	}
+	/* As a ProxyCommand the tunnel shares the terminal with ssh: it
+	 * speaks only when something goes wrong. */
+	if (cfg.stdio)
+		log_default(LOG_WARN);
 	if (verbose || cfg.verbose)
 		log_raise(LOG_DEBUG);
 	if (cfg.warning[0] != '\0')

@@ -31,6 +31,16 @@
 #include "ws.h"
 
 enum phase { PHASE_CONNECTING, PHASE_HANDSHAKE, PHASE_OPEN, PHASE_CLOSED };
+
+union any_stream {
+	uv_tcp_t tcp;
+	uv_pipe_t pipe;
+	uv_tty_t tty;
+};
+
+struct stdio_pair {
+	union any_stream in, out;
+};
 enum up_state { UP_OPEN, UP_EOF, UP_CLOSING, UP_CLOSED };
 enum down_state { DOWN_OPEN, DOWN_ENDING, DOWN_SHUT, DOWN_CLOSED };
 
@@ -49,7 +59,11 @@ struct tunnel {
 	enum up_state up;
 	enum down_state down;
 
+	/* The local side: an accepted TCP connection, or (with --stdio)
+	 * standard input and output, each its own handle. */
 	uv_tcp_t local;
+	struct stdio_pair *stdio;
+	uv_stream_t *in, *out;
 	struct writer lw;
 	uv_shutdown_t shutdown_req;
 	bool local_reading;
@@ -76,6 +90,7 @@ struct tunnel {
 	uint64_t discarded;  /* local bytes that arrived when nothing could carry them */
 	uint16_t close_code; /* the gateway's Close code, 0 when none came */
 	const char *end_reason; /* the first cause of the end */
+	bool failed;            /* ended by an error, not by either side closing */
 	int http_status;        /* of a refused upgrade */
 
 	int open_handles; /* local, timer and upstream: freed when all are closed */
@@ -83,6 +98,7 @@ struct tunnel {
 
 static void proceed(struct tunnel *t);
 static void close_all(struct tunnel *t, const char *reason);
+static void on_handle_closed(uv_handle_t *handle);
 
 /* The first cause of the end is the one the summary gives. */
 static void set_reason(struct tunnel *t, const char *reason)
@@ -300,6 +316,11 @@ static void on_local_shutdown(uv_shutdown_t *req, int status)
 	struct tunnel *t = req->data;
 	if (t->phase == PHASE_CLOSED)
 		return;
+	/* Standard output ends by being closed: a pipe has no FIN, and a
+	 * socket shared with standard input needs its FIN (sent above) as
+	 * well as this. */
+	if (t->stdio != NULL)
+		uv_close((uv_handle_t *)t->out, on_handle_closed);
 	if (status < 0)
 		t->local_eof = true;
 	set_down(t, DOWN_CLOSED);
@@ -499,7 +520,8 @@ static void free_if_done(struct tunnel *t)
 {
 	if (--t->open_handles > 0)
 		return;
-	listener_tunnel_gone(t->owner, t);
+	listener_tunnel_gone(t->owner, t, t->failed);
+	free(t->stdio);
 	free(t);
 }
 
@@ -521,7 +543,7 @@ static const struct upstream_callbacks upstream_cbs = {
 static void on_handle_closed(uv_handle_t *handle)
 {
 	struct tunnel *t = handle->data;
-	if (handle == (uv_handle_t *)&t->local)
+	if (handle == (uv_handle_t *)t->out)
 		writer_finish(&t->lw);
 	free_if_done(t);
 }
@@ -532,6 +554,11 @@ static void close_all(struct tunnel *t, const char *reason)
 		return;
 	set_reason(t, reason);
 	set_phase(t, PHASE_CLOSED);
+	static const char *const clean[] = {"local close", "gateway closed", "stopped", "done"};
+	t->failed = true;
+	for (size_t i = 0; i < sizeof(clean) / sizeof(clean[0]); i++)
+		if (strcmp(t->end_reason, clean[i]) == 0)
+			t->failed = false;
 	uint64_t ms = uv_now(t->owner->loop) - t->started_ms;
 	char extra[48] = "";
 	if (t->http_status != 0)
@@ -546,7 +573,10 @@ static void close_all(struct tunnel *t, const char *reason)
 			  t->id, t->discarded, t->peer);
 	uv_timer_stop(&t->timer);
 	uv_close((uv_handle_t *)&t->timer, on_handle_closed);
-	uv_close((uv_handle_t *)&t->local, on_handle_closed);
+	if (t->in != t->out && !uv_is_closing((uv_handle_t *)t->in))
+		uv_close((uv_handle_t *)t->in, on_handle_closed);
+	if (!uv_is_closing((uv_handle_t *)t->out))
+		uv_close((uv_handle_t *)t->out, on_handle_closed);
 	upstream_close(&t->upstream);
 	free(t->resp);
 	t->resp = NULL;
@@ -576,8 +606,7 @@ static void steer_local(struct tunnel *t)
 	}
 	if (want == t->local_reading)
 		return;
-	int rc = want ? uv_read_start((uv_stream_t *)&t->local, writer_alloc_read_buffer, on_local_read)
-		      : uv_read_stop((uv_stream_t *)&t->local);
+	int rc = want ? uv_read_start(t->in, writer_alloc_read_buffer, on_local_read) : uv_read_stop(t->in);
 	if (rc == 0)
 		t->local_reading = want;
 }
@@ -656,7 +685,7 @@ static void push_down(struct tunnel *t)
 	if (t->down == DOWN_ENDING && writer_pending(&t->lw) == 0) {
 		set_down(t, DOWN_SHUT);
 		t->shutdown_req.data = t;
-		if (uv_shutdown(&t->shutdown_req, (uv_stream_t *)&t->local, on_local_shutdown) != 0) {
+		if (uv_shutdown(&t->shutdown_req, t->out, on_local_shutdown) != 0) {
 			t->local_eof = true;
 			set_down(t, DOWN_CLOSED);
 		}
@@ -723,31 +752,15 @@ static void free_unlinked(uv_handle_t *handle)
 	free(handle->data);
 }
 
-int tunnel_start(struct listener *l, uv_stream_t *server)
+/* What tunnel_start and tunnel_start_stdio share, once the local handles
+ * exist: the timer, the upstream, the WebSocket, and the first steps. */
+static int begin(struct tunnel *t, struct listener *l, int local_handles)
 {
-	struct tunnel *t = calloc(1, sizeof(*t));
-	if (t == NULL)
-		return UV_ENOMEM;
-	int rc = uv_tcp_init(l->loop, &t->local);
-	if (rc < 0) {
-		free(t);
-		return rc;
-	}
-	t->local.data = t;
+	int rc;
 	t->owner = l;
-	t->open_handles = 1;
-	rc = uv_accept(server, (uv_stream_t *)&t->local);
-	if (rc < 0) {
-		/* Nothing is linked yet: close the bare handle and free. */
-		uv_close((uv_handle_t *)&t->local, free_unlinked);
-		return rc;
-	}
 	t->id = ++l->next_id;
 	t->started_ms = uv_now(l->loop);
-	format_peer(&t->local, t->peer, sizeof(t->peer));
-	log_info("New TCP connection from: %s", t->peer);
-	uv_tcp_nodelay(&t->local, 1);
-	writer_init(&t->lw, (uv_stream_t *)&t->local, on_local_written);
+	writer_init(&t->lw, t->out, on_local_written);
 	uv_timer_init(l->loop, &t->timer);
 	t->timer.data = t;
 	upstream_init(&t->upstream, l->loop, &upstream_cbs, t);
@@ -755,7 +768,7 @@ int tunnel_start(struct listener *l, uv_stream_t *server)
 		upstream_use_tls(&t->upstream, l->cfg->gw_name);
 	if (l->proxy != NULL)
 		upstream_use_proxy(&t->upstream, l->proxy);
-	t->open_handles = 3;
+	t->open_handles = local_handles + 2;
 	listener_tunnel_added(l, t);
 
 	t->ws = ws_create(&ws_cbs, t);
@@ -774,6 +787,83 @@ int tunnel_start(struct listener *l, uv_stream_t *server)
 	 * completes is held (up to the high-water mark) and sent after. */
 	proceed(t);
 	return 0;
+}
+
+int tunnel_start(struct listener *l, uv_stream_t *server)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return UV_ENOMEM;
+	int rc = uv_tcp_init(l->loop, &t->local);
+	if (rc < 0) {
+		free(t);
+		return rc;
+	}
+	t->local.data = t;
+	rc = uv_accept(server, (uv_stream_t *)&t->local);
+	if (rc < 0) {
+		/* Nothing is linked yet: close the bare handle and free. */
+		uv_close((uv_handle_t *)&t->local, free_unlinked);
+		return rc;
+	}
+	t->in = t->out = (uv_stream_t *)&t->local;
+	format_peer(&t->local, t->peer, sizeof(t->peer));
+	log_info("New TCP connection from: %s", t->peer);
+	uv_tcp_nodelay(&t->local, 1);
+	return begin(t, l, 1);
+}
+
+/* Wraps a standard descriptor in the libuv stream its type calls for. */
+static int open_std(uv_loop_t *loop, int fd, union any_stream *h, void *data)
+{
+	int rc;
+	switch (uv_guess_handle(fd)) {
+	case UV_NAMED_PIPE:
+		rc = uv_pipe_init(loop, &h->pipe, 0);
+		if (rc == 0 && (rc = uv_pipe_open(&h->pipe, fd)) != 0)
+			uv_close((uv_handle_t *)&h->pipe, NULL);
+		break;
+	case UV_TCP:
+		rc = uv_tcp_init(loop, &h->tcp);
+		if (rc == 0 && (rc = uv_tcp_open(&h->tcp, fd)) != 0)
+			uv_close((uv_handle_t *)&h->tcp, NULL);
+		break;
+	case UV_TTY:
+		rc = uv_tty_init(loop, &h->tty, fd, 0);
+		break;
+	default:
+		return UV_EINVAL;
+	}
+	if (rc == 0)
+		h->tcp.data = data;
+	return rc;
+}
+
+int tunnel_start_stdio(struct listener *l)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	struct stdio_pair *p = calloc(1, sizeof(*p));
+	if (t == NULL || p == NULL) {
+		free(t);
+		free(p);
+		return UV_ENOMEM;
+	}
+	int rc = open_std(l->loop, 0, &p->in, t);
+	if (rc == 0 && (rc = open_std(l->loop, 1, &p->out, t)) != 0)
+		uv_close((uv_handle_t *)&p->in, NULL);
+	if (rc != 0) {
+		/* Whatever was opened closes in this loop pass, before the
+		 * caller returns from the loop. */
+		free(t);
+		free(p);
+		return rc;
+	}
+	t->stdio = p;
+	t->in = (uv_stream_t *)&p->in;
+	t->out = (uv_stream_t *)&p->out;
+	snprintf(t->peer, sizeof(t->peer), "stdio");
+	log_debug("tunnel over standard input and output");
+	return begin(t, l, 2);
 }
 
 void tunnel_shutdown(struct tunnel *t)

@@ -27,6 +27,10 @@ struct tunnel;
 /* Accepts one connection from server and starts its tunnel. Returns 0, or a
  * negative uv error when nothing could be accepted. */
 int tunnel_start(struct listener *l, uv_stream_t *server);
+/* Starts the one tunnel of --stdio, over standard input and output (pipes,
+ * sockets or a terminal). Returns 0, or a negative uv error (UV_EINVAL when
+ * a descriptor is a plain file, which cannot be watched). */
+int tunnel_start_stdio(struct listener *l);
 /* Ends the tunnel gracefully, as a local end of input would: what is queued
  * is sent, then Close 1000, then the gateway's last data is delivered. */
 void tunnel_shutdown(struct tunnel *t);
