@@ -395,6 +395,15 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 	return check(cfg, err, errlen);
 }
 
+const char *cli_option(size_t i, char *short_name, bool *takes_value)
+{
+	if (i >= N_OPTS)
+		return NULL;
+	*short_name = opts[i].short_name;
+	*takes_value = opts[i].takes_value;
+	return opts[i].long_name;
+}
+
 void cli_print_tcp_tunnel_help(FILE *out)
 {
 	fputs("Expose a remote TCP service locally through an Otoroshi TCP tunnel\n"
@@ -458,8 +467,9 @@ void cli_print_main_help(FILE *out)
 	      "Usage: otoroshictl [OPTIONS] <COMMAND>\n"
 	      "\n"
 	      "Commands:\n"
-	      "  tcp-tunnel  Expose a remote TCP service locally through an Otoroshi TCP tunnel [aliases: tt]\n"
-	      "  help        Print this message or the help of the given subcommand(s)\n"
+	      "  tcp-tunnel   Expose a remote TCP service locally through an Otoroshi TCP tunnel [aliases: tt]\n"
+	      "  completions  Print a shell completion script (bash, zsh or fish)\n"
+	      "  help         Print this message or the help of the given subcommand(s)\n"
 	      "\n"
 	      "Options:\n"
 	      "  -v, --verbose  Turn debugging information on\n"

@@ -33,6 +33,9 @@ void cli_defaults(struct tunnel_config *cfg);
 int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char *err, size_t errlen);
 
 void cli_print_tcp_tunnel_help(FILE *out);
+/* The i-th option of tcp-tunnel (NULL past the last): its long name, its
+ * short letter (0 when none), and whether it takes a value. */
+const char *cli_option(size_t i, char *short_name, bool *takes_value);
 void cli_print_main_help(FILE *out);
 
 #endif

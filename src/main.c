@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "completions.h"
 #include "listener.h"
 #include "log.h"
 #include "proxy.h"
@@ -124,6 +125,14 @@ int main(int argc, char **argv)
 	const char *cmd = argv[i];
 	if (is_tcp_tunnel(cmd))
 		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose);
+	if (strcmp(cmd, "completions") == 0) {
+		if (i + 1 >= argc || completions_print(argv[i + 1], stdout) != 0) {
+			fprintf(stderr, "error: completions needs a shell: bash, zsh or fish (as in "
+					"'otoroshictl completions bash')\n");
+			return CLI_EXIT_USAGE;
+		}
+		return 0;
+	}
 	if (strcmp(cmd, "help") == 0) {
 		if (i + 1 < argc && is_tcp_tunnel(argv[i + 1]))
 			cli_print_tcp_tunnel_help(stdout);
