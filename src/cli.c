@@ -13,7 +13,7 @@ enum opt_id {
 	OPT_HOST, OPT_TLS, OPT_LOCAL_HOST, OPT_LOCAL_PORT, OPT_REMOTE_HOST, OPT_REMOTE_PORT,
 	OPT_ACCESS_TYPE, OPT_CLIENT_ID, OPT_CLIENT_SECRET, OPT_BEARER, OPT_SESSION,
 	OPT_CLIENT_SECRET_FILE, OPT_BEARER_FILE, OPT_SESSION_FILE,
-	OPT_KEEPALIVE, OPT_PROXY, OPT_STDIO,
+	OPT_KEEPALIVE, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
 	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
 	OPT_VERBOSE, OPT_HELP,
@@ -50,6 +50,7 @@ static const struct opt opts[] = {
 	{"bearer-token-file", 0, true, OPT_BEARER_FILE, ANYWHERE, OPT_BEARER, false},
 	{"session-token-file", 0, true, OPT_SESSION_FILE, ANYWHERE, OPT_SESSION, false},
 	{"keepalive", 0, true, OPT_KEEPALIVE, ANYWHERE, OPT_KEEPALIVE, false},
+	{"max-connections", 0, true, OPT_MAX_CONNECTIONS, ANYWHERE, OPT_MAX_CONNECTIONS, false},
 	{"proxy", 0, true, OPT_PROXY, ANYWHERE, OPT_PROXY, true},
 	{"stdio", 0, false, OPT_STDIO, IN_ARGV, OPT_STDIO, false},
 	{"ca-cert", 0, true, OPT_CA_CERT, ANYWHERE, OPT_CA_CERT, false},
@@ -74,6 +75,7 @@ void cli_defaults(struct tunnel_config *cfg)
 	cfg->local_port = 2222;
 	cfg->access = ACCESS_APIKEY;
 	cfg->keepalive = 30;
+	cfg->max_connections = 1024;
 }
 
 static int usage(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
@@ -211,6 +213,14 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_PROFILE: cfg->profile = v; break;
 	case OPT_CONFIG: cfg->config_file = v; break;
 	case OPT_LIST_PROFILES: cfg->list_profiles = true; break;
+	case OPT_MAX_CONNECTIONS: {
+		char *end;
+		unsigned long n = strtoul(v, &end, 10);
+		if (*v < '0' || *v > '9' || *end != '\0' || n == 0 || n > 1000000)
+			return usage(err, errlen, "--max-connections: '%s' is not a number from 1 to 1000000%s", v, "");
+		cfg->max_connections = (unsigned)n;
+		break;
+	}
 	case OPT_CA_CERT: cfg->ca_cert = v; break;
 	case OPT_CLIENT_CERT: cfg->client_cert = v; break;
 	case OPT_CLIENT_KEY: cfg->client_key = v; break;
@@ -436,6 +446,8 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "      --keepalive <SECONDS>\n"
 	      "          Ping an idle tunnel's gateway at this interval; no answer within two ends the tunnel\n"
 	      "          (0 turns it off) [default: 30]\n"
+	      "      --max-connections <N>\n"
+	      "          Tunnels open at once; connections beyond are refused at once [default: 1024]\n"
 	      "      --ca-cert <FILE>\n"
 	      "          PEM bundle of the CAs to trust for the gateway, instead of the system store\n"
 	      "      --client-cert <FILE>\n"

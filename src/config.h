@@ -49,6 +49,7 @@ struct tunnel_config {
 	const char *session_token;
 
 	unsigned keepalive; /* seconds between pings on an idle tunnel; 0: none */
+	unsigned max_connections; /* tunnels open at once; more are refused */
 	const char *proxy;  /* --proxy URL, or NULL */
 	bool stdio;         /* one tunnel over standard input and output */
 

@@ -1,6 +1,7 @@
 /* listener: bind, accept, signals and the graceful stop; see listener.h. */
 #include "listener.h"
 
+#include <inttypes.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -86,11 +87,51 @@ void listener_tunnel_gone(struct listener *l, struct tunnel *t, bool failed)
 		close_lifetime_handles(l);
 }
 
+static void free_handle(uv_handle_t *handle)
+{
+	free(handle);
+}
+
+/* Takes the connection off the queue and closes it at once, so that the
+ * client learns now rather than after a timeout. */
+static void refuse(struct listener *l, uv_stream_t *server)
+{
+	uv_tcp_t *c = malloc(sizeof(*c));
+	if (c == NULL || uv_tcp_init(l->loop, c) != 0) {
+		free(c);
+		return;
+	}
+	if (uv_accept(server, (uv_stream_t *)c) == 0) {
+		l->refused++;
+		/* One line per second at most: a flood must not flood the log. */
+		uint64_t now = uv_now(l->loop);
+		if (now - l->refused_logged_at >= 1000) {
+			log_warn("refusing new connections: %zu tunnels are open (--max-connections %u); %" PRIu64
+				 " refused so far", l->count, l->cfg->max_connections, l->refused);
+			l->refused_logged_at = now;
+		}
+	}
+	uv_close((uv_handle_t *)c, free_handle);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
 	struct listener *l = server->data;
 	if (status < 0) {
-		log_error("cannot accept a connection: %s", uv_strerror(status));
+		/* libuv already accepted and closed what it could to get a
+		 * descriptor back (EMFILE); say so once a second at most. */
+		uint64_t now = uv_now(l->loop);
+		if (now - l->accept_error_logged_at >= 1000) {
+			log_error("cannot accept a connection: %s%s", uv_strerror(status),
+				  status == UV_EMFILE || status == UV_ENFILE
+					  ? " (out of file descriptors: raise 'ulimit -n' or lower --max-connections)"
+					  : "");
+			l->accept_error_logged_at = now;
+		}
+		return;
+	}
+	if (l->count >= l->cfg->max_connections) {
+		refuse(l, server);
 		return;
 	}
 	int rc = tunnel_start(l, server);

@@ -31,6 +31,8 @@ struct listener {
 	uint64_t next_id;
 	bool stopping;
 	int exit_status; /* with --stdio: 0 when the tunnel ended cleanly */
+	uint64_t refused; /* connections refused by --max-connections */
+	uint64_t refused_logged_at, accept_error_logged_at;
 };
 
 /* Binds, serves until a signal, and returns the process's exit status.

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #include "completions.h"
@@ -12,6 +13,19 @@
 #include "rng.h"
 #include "tls.h"
 #include "version.h"
+
+/* Every tunnel takes two descriptors: start with all the system allows. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+		log_debug("raised the open file limit from %llu to %llu", (unsigned long long)was,
+			  (unsigned long long)rl.rlim_cur);
+}
 
 static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 {
@@ -48,6 +62,7 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 		log_raise(LOG_DEBUG);
 	if (cfg.warning[0] != '\0')
 		log_warn("%s", cfg.warning);
+	raise_fd_limit();
 	if (rng_init() != 0) {
 		log_error("cannot seed the random generator from the system's entropy");
 		config_finish(&cfg);
