@@ -38,6 +38,7 @@ static struct {
 	int *suites;
 	mbedtls_ssl_session last; /* offered to the next connection */
 	bool have_last;
+	char last_name[256]; /* the name `last` was verified for */
 } setup;
 
 static const char *alpn_list[] = {"http/1.1", NULL};
@@ -53,7 +54,9 @@ struct tls_conn {
 	size_t ip_len;
 	bool ip_mismatch;
 	bool chain_checked; /* the certificate chain was verified in this handshake */
+	bool offered;       /* a saved session was offered */
 	bool resumed;
+	bool established;
 	int last_error;
 	char verify_name[256];
 };
@@ -70,8 +73,13 @@ static void describe_mbedtls(int rc, char *out, size_t outlen)
 static bool readable(const char *path, char *err, size_t errlen, const char *flag)
 {
 	struct stat st;
-	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+	if (stat(path, &st) != 0) {
 		snprintf(err, errlen, "%s: cannot read '%s': no such file", flag, path);
+		return false;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: '%s' is %s, not a file", flag, path,
+			 S_ISDIR(st.st_mode) ? "a directory" : "a device or a socket");
 		return false;
 	}
 	FILE *f = fopen(path, "rb");
@@ -126,8 +134,9 @@ static int load_identity(const struct tunnel_config *cfg, char *err, size_t errl
 	if (cfg->client_cert == NULL && cfg->client_key == NULL)
 		return 0;
 	if (cfg->client_cert == NULL || cfg->client_key == NULL) {
-		snprintf(err, errlen, "%s needs %s as well", cfg->client_cert ? "--client-cert" : "--client-key",
-			 cfg->client_cert ? "--client-key" : "--client-cert");
+		snprintf(err, errlen, "%s '%s' needs %s as well", cfg->client_cert ? "--client-cert" : "--client-key",
+			 cfg->client_cert ? cfg->client_cert : cfg->client_key,
+			 cfg->client_cert ? "--client-key (its private key)" : "--client-cert (the certificate)");
 		return -1;
 	}
 	if (!readable(cfg->client_cert, err, errlen, "--client-cert") ||
@@ -156,7 +165,13 @@ static int load_identity(const struct tunnel_config *cfg, char *err, size_t errl
 		snprintf(err, errlen, "--client-key: '%s' is not a usable private key: %s", cfg->client_key, why);
 		return -1;
 	}
-	rc = mbedtls_ssl_conf_own_cert(&setup.conf, &setup.own_cert, &setup.own_key);
+#ifdef TLS_V3
+	rc = mbedtls_pk_check_pair(&setup.own_cert.pk, &setup.own_key, rng_mbedtls, NULL);
+#else
+	rc = mbedtls_pk_check_pair(&setup.own_cert.pk, &setup.own_key);
+#endif
+	if (rc == 0)
+		rc = mbedtls_ssl_conf_own_cert(&setup.conf, &setup.own_cert, &setup.own_key);
 	if (rc != 0) {
 		snprintf(err, errlen, "--client-key: '%s' does not match --client-cert '%s'", cfg->client_key,
 			 cfg->client_cert);
@@ -298,9 +313,11 @@ struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user)
 		goto fail;
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
 	mbedtls_ssl_set_verify(&c->ssl, on_verify, c);
-	if (setup.have_last && mbedtls_ssl_set_session(&c->ssl, &setup.last) != 0) {
-		/* A session that cannot be offered just means a full handshake. */
-	}
+	/* A resumed handshake checks no certificate: offer a session only to
+	 * the name it was verified for. One that cannot be offered just means
+	 * a full handshake. */
+	c->offered = setup.have_last && strcmp(setup.last_name, c->verify_name) == 0 &&
+		     mbedtls_ssl_set_session(&c->ssl, &setup.last) == 0;
 	return c;
 fail:
 	mbedtls_ssl_free(&c->ssl);
@@ -388,7 +405,8 @@ int tls_conn_handshake(struct tls_conn *c)
 			return TLS_ERR;
 		}
 	}
-	c->resumed = setup.have_last && !setup.insecure && !c->chain_checked;
+	c->resumed = c->offered && !setup.insecure && !c->chain_checked;
+	c->established = true;
 	/* Keep this session for the next connection. */
 	mbedtls_ssl_session fresh;
 	mbedtls_ssl_session_init(&fresh);
@@ -396,6 +414,7 @@ int tls_conn_handshake(struct tls_conn *c)
 		mbedtls_ssl_session_free(&setup.last);
 		setup.last = fresh;
 		setup.have_last = true;
+		snprintf(setup.last_name, sizeof(setup.last_name), "%s", c->verify_name);
 	} else {
 		mbedtls_ssl_session_free(&fresh);
 	}
@@ -409,6 +428,8 @@ bool tls_conn_resumed(const struct tls_conn *c)
 
 int tls_conn_read(struct tls_conn *c, uint8_t *out, size_t cap)
 {
+	if (cap == 0)
+		return TLS_WANT_READ;
 	for (;;) {
 		int rc = mbedtls_ssl_read(&c->ssl, out, cap);
 		if (rc > 0)
@@ -478,5 +499,8 @@ void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 		hint = setup.have_identity ? " — the gateway refused the handshake: check --client-cert/--client-key"
 					   : " — the gateway refused the handshake; if it wants a client certificate, give "
 					     "--client-cert and --client-key";
-	snprintf(out, outlen, "TLS handshake with %s failed: %s%s", c->verify_name, why, hint);
+	if (c->established)
+		snprintf(out, outlen, "TLS error on the connection with %s: %s", c->verify_name, why);
+	else
+		snprintf(out, outlen, "TLS handshake with %s failed: %s%s", c->verify_name, why, hint);
 }
