@@ -244,6 +244,11 @@ int tls_setup_init(const struct tunnel_config *cfg, char *err, size_t errlen)
 	return load_identity(cfg, err, errlen);
 }
 
+bool tls_setup_has_identity(void)
+{
+	return setup.have_identity;
+}
+
 void tls_setup_finish(void)
 {
 	if (!setup.ready)

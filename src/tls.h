@@ -34,6 +34,8 @@ enum tls_result {
  * with one line in err naming the file or flag at fault. */
 int tls_setup_init(const struct tunnel_config *cfg, char *err, size_t errlen);
 void tls_setup_finish(void);
+/* True when a client certificate is configured. */
+bool tls_setup_has_identity(void);
 
 /* Called with ciphertext to write to the socket; returns 0, or -1 when it
  * cannot be queued. */

@@ -132,7 +132,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 			u->reading = false;
 			u->state = UPSTREAM_IDLE;
 			u->cb.on_connect(u->user, (int)nread, "tls",
-					 "the gateway closed the connection during the TLS handshake");
+					 tls_setup_has_identity()
+						 ? "the gateway closed the connection during the TLS handshake "
+						   "(does it accept --client-cert?)"
+						 : "the gateway closed the connection during the TLS handshake; if it "
+						   "wants a client certificate, give --client-cert and --client-key");
 			return;
 		}
 		ended(u, (int)nread);
@@ -433,11 +437,10 @@ int upstream_read(struct upstream *u, bool on)
 	return rc;
 }
 
-/* Says goodbye the TLS way when the socket can take it at once; a peer
- * that is not reading does not hold the close up. */
-static void send_close_notify(struct upstream *u)
+/* Writes what is queued (a TLS alert, a close_notify) if the socket can
+ * take it at once: a peer that is not reading does not hold the close up. */
+static void write_now(struct upstream *u)
 {
-	tls_conn_close_notify(u->tls);
 	struct bufq_view views[4];
 	uv_buf_t bufs[4];
 	size_t n = bufq_peek(&u->w.q, 0, views, 4);
@@ -460,7 +463,11 @@ void upstream_close(struct upstream *u)
 		return;
 	}
 	if (was == UPSTREAM_CONNECTED && u->tls != NULL && u->w.inflight == 0)
-		send_close_notify(u);
+		tls_conn_close_notify(u->tls);
+	/* Say goodbye the TLS way, or why the handshake failed (mbedTLS
+	 * queued the alert). */
+	if (u->tls != NULL && u->tcp_live && u->w.inflight == 0)
+		write_now(u);
 	if (u->tcp_live)
 		uv_close((uv_handle_t *)&u->tcp, on_attempt_closed);
 	else {
