@@ -2,7 +2,8 @@
 # that building and testing need are installed, installing the missing ones
 # when running as root.
 OTOROSHICTL_PACKAGES="build-essential pkg-config meson ninja-build libuv1-dev libwslay-dev libmbedtls-dev \
-libcmocka-dev scdoc valgrind python3 python3-websockets python3-pytest redis-server redis-tools socat openssl"
+libinih-dev libcmocka-dev scdoc valgrind clang libclang-rt-14-dev python3 python3-websockets python3-pytest \
+redis-server redis-tools socat openssl openssh-server openssh-client tinyproxy"
 
 ensure_deps() {
 	local missing=()

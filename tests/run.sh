@@ -1,10 +1,46 @@
 #!/bin/bash
-# Builds otoroshictl and runs the whole test suite: the cmocka unit tests and
-# the integration tests that run the real binary against the stand-in
-# gateway (tests/gateway), all on loopback.
+# Builds otoroshictl and runs the whole test suite, all on loopback:
+#   1. the cmocka unit tests and the integration tests (the real binary
+#      against the stand-in gateway of tests/gateway), in build/;
+#   2. the same tests again, built with AddressSanitizer and
+#      UndefinedBehaviorSanitizer, in build-asan/;
+#   3. the unit tests under valgrind;
+#   4. each libFuzzer target of tests/fuzz for FUZZ_SECONDS (default 30) with
+#      clang, in build-fuzz/.
+# --quick runs step 1 only. Extra arguments go to the first meson test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/deps.sh
+quick=0
+if [ "${1:-}" = "--quick" ]; then
+	quick=1
+	shift
+fi
 ensure_deps
 ensure_build build
+
+echo "== unit and integration tests" >&2
 meson test -C build --print-errorlogs -v "$@"
+[ "$quick" -eq 1 ] && exit 0
+
+echo "== the same under AddressSanitizer and UndefinedBehaviorSanitizer" >&2
+ensure_build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+# A small quarantine keeps memory figures meaningful for the tests that
+# bound the tunnel's resident memory.
+ASAN_OPTIONS=quarantine_size_mb=16:detect_leaks=1 \
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	meson test -C build-asan --print-errorlogs
+
+echo "== unit tests under valgrind" >&2
+meson test -C build --suite unit --setup valgrind --print-errorlogs
+
+echo "== fuzzing, ${FUZZ_SECONDS:-30} s per target" >&2
+CC=clang ensure_build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false
+for target in upgrade ws cli ini; do
+	corpus=$(mktemp -d)
+	cp tests/fuzz/corpus/$target/* "$corpus"/
+	build-fuzz/tests/fuzz/fuzz-$target -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 \
+		"$corpus" 2>&1 | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY" >&2
+	rm -rf "$corpus"
+done
+echo "all passed" >&2
