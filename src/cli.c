@@ -322,7 +322,7 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 	if ((p->seen >> o->target) & 1)
 		return usage(err, errlen, "'%s' sets what an earlier key of this profile already set%s", key, "");
 	p->seen |= 1UL << o->target;
-	if (o->secret || o->target != o->id)
+	if (o->secret)
 		p->has_secret = true;
 	if (is_given(p->cfg, o))
 		return CLI_OK; /* a flag or the environment wins */
@@ -443,6 +443,18 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "          The token sent as 'Authorization: Bearer' (with --access-type bearer)\n"
 	      "      --session-token <TOKEN>\n"
 	      "          The private app session token (with --access-type session)\n"
+	      "      --stdio\n"
+	      "          No listener: one tunnel over standard input and output (for ssh's ProxyCommand)\n"
+	      "  -p, --profile <NAME>\n"
+	      "          Take the options of this profile of the profile file (flags win over it)\n"
+	      "      --config <FILE>\n"
+	      "          The profile file [default: $XDG_CONFIG_HOME/otoroshictl/tunnels.ini]\n"
+	      "      --list-profiles\n"
+	      "          Print each profile's name, host and remote, then exit\n"
+	      "      --apikey-client-secret-file <FILE>, --bearer-token-file <FILE>, --session-token-file <FILE>\n"
+	      "          Read the secret from the first line of a file\n"
+	      "      --proxy <URL>\n"
+	      "          Reach Otoroshi through this HTTP proxy (http://[user:password@]host:port)\n"
 	      "      --keepalive <SECONDS>\n"
 	      "          Ping an idle tunnel's gateway at this interval; no answer within two ends the tunnel\n"
 	      "          (0 turns it off) [default: 30]\n"
@@ -467,6 +479,9 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "  OTOROSHICTL   log level: error, warn, info (default), debug or trace\n"
 	      "  NO_COLOR      set to turn colours off\n"
 	      "  SSL_CERT_FILE, SSL_CERT_DIR   the trust store for --tls without --ca-cert\n"
+	      "  OTOROSHI_APIKEY_CLIENT_ID, OTOROSHI_APIKEY_CLIENT_SECRET, OTOROSHI_BEARER_TOKEN,\n"
+	      "  OTOROSHI_SESSION_TOKEN        credentials (a flag wins over them, they win over a profile)\n"
+	      "  HTTPS_PROXY, HTTP_PROXY, NO_PROXY   the proxy to use, as curl reads them\n"
 	      "\n"
 	      "See otoroshictl-tcp-tunnel(1) for examples.\n",
 	      out);

@@ -238,6 +238,20 @@ static void format_remote(const struct tunnel_config *cfg, char *out, size_t out
 		snprintf(out, outlen, "%s", cfg->remote_host);
 }
 
+static bool bound_to_loopback(struct listener *l)
+{
+	struct sockaddr_storage ss;
+	int len = sizeof(ss);
+	if (uv_tcp_getsockname(&l->server, (struct sockaddr *)&ss, &len) != 0)
+		return false;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+	const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a6))
+		return a6->s6_addr[12] == 127;
+	return IN6_IS_ADDR_LOOPBACK(a6);
+}
+
 static int bind_and_listen(struct listener *l, char *where, size_t wherelen)
 {
 	const struct tunnel_config *cfg = l->cfg;
@@ -322,8 +336,7 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 	if (proxy != NULL)
 		log_info("Reaching Otoroshi through the HTTP proxy %s:%u (from %s)", proxy->host, (unsigned)proxy->port,
 			 proxy->source);
-	if (cfg->local_host && strcmp(cfg->local_host, "127.0.0.1") != 0 && strcmp(cfg->local_host, "::1") != 0 &&
-	    strcmp(cfg->local_host, "localhost") != 0)
+	if (!bound_to_loopback(&l))
 		log_warn("listening on %s: anyone who can reach this address uses your credential for %s",
 			 where, cfg->host);
 

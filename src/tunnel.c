@@ -100,10 +100,22 @@ static void proceed(struct tunnel *t);
 static void close_all(struct tunnel *t, const char *reason);
 static void on_handle_closed(uv_handle_t *handle);
 
-/* The first cause of the end is the one the summary gives. */
+/* Ends that are no one's fault: either side closing, or a stop asked for. */
+static bool is_clean(const char *reason)
+{
+	static const char *const clean[] = {"local close", "gateway closed", "stopped", "done"};
+	for (size_t i = 0; i < sizeof(clean) / sizeof(clean[0]); i++)
+		if (strcmp(reason, clean[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The summary gives the first cause of the end, except that a failure
+ * outranks a clean end that came before it (a client that sent and closed
+ * before the gateway refused was refused all the same). */
 static void set_reason(struct tunnel *t, const char *reason)
 {
-	if (t->end_reason == NULL)
+	if (t->end_reason == NULL || (is_clean(t->end_reason) && !is_clean(reason)))
 		t->end_reason = reason;
 }
 
@@ -554,11 +566,7 @@ static void close_all(struct tunnel *t, const char *reason)
 		return;
 	set_reason(t, reason);
 	set_phase(t, PHASE_CLOSED);
-	static const char *const clean[] = {"local close", "gateway closed", "stopped", "done"};
-	t->failed = true;
-	for (size_t i = 0; i < sizeof(clean) / sizeof(clean[0]); i++)
-		if (strcmp(t->end_reason, clean[i]) == 0)
-			t->failed = false;
+	t->failed = !is_clean(t->end_reason);
 	uint64_t ms = uv_now(t->owner->loop) - t->started_ms;
 	char extra[48] = "";
 	if (t->http_status != 0)
