@@ -322,10 +322,17 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 	if ((p->seen >> o->target) & 1)
 		return usage(err, errlen, "'%s' sets what an earlier key of this profile already set%s", key, "");
 	p->seen |= 1UL << o->target;
-	if (o->secret)
+	/* A proxy URL is a secret only when it carries credentials. */
+	if (o->secret && (o->id != OPT_PROXY || strchr(value, '@') != NULL))
 		p->has_secret = true;
-	if (is_given(p->cfg, o))
-		return CLI_OK; /* a flag or the environment wins */
+	if (is_given(p->cfg, o)) {
+		/* A flag or the environment wins, but a bad value in the file
+		 * is still an error: it would bite the day the flag goes. */
+		if (!o->takes_value || o->target != o->id)
+			return CLI_OK;
+		struct tunnel_config scratch = *p->cfg;
+		return apply(o, value, &scratch, err, errlen) == CLI_OK ? CLI_OK : CLI_USAGE;
+	}
 	if (!o->takes_value) {
 		bool on;
 		if (parse_bool(value, &on) != 0)

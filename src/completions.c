@@ -22,7 +22,11 @@ static void print_bash(FILE *out)
 {
 	fputs("# bash completion for otoroshictl\n"
 	      "_otoroshictl_profiles() {\n"
-	      "    otoroshictl tcp-tunnel --list-profiles 2>/dev/null | cut -f1\n"
+	      "    local i config=()\n"
+	      "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
+	      "        [ \"${COMP_WORDS[i]}\" = --config ] && config=(--config \"${COMP_WORDS[i+1]}\")\n"
+	      "    done\n"
+	      "    otoroshictl tcp-tunnel \"${config[@]}\" --list-profiles 2>/dev/null | cut -f1\n"
 	      "}\n"
 	      "_otoroshictl() {\n"
 	      "    local cur prev words cword\n"

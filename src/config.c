@@ -126,9 +126,12 @@ static void list_flush(struct list_ctx *c)
 {
 	if (c->section[0] == '\0')
 		return;
-	fprintf(c->out, "%s\t%s\t%s%s%s\n", c->section, c->host[0] ? c->host : "-",
-		c->remote_host[0] ? c->remote_host : "(defined in otoroshi target)", c->remote_port[0] ? ":" : "",
-		c->remote_port);
+	if (c->remote_host[0] == '\0' && c->remote_port[0] == '\0')
+		fprintf(c->out, "%s\t%s\t(defined in otoroshi target)\n", c->section, c->host[0] ? c->host : "-");
+	else
+		fprintf(c->out, "%s\t%s\t%s%s%s\n", c->section, c->host[0] ? c->host : "-",
+			c->remote_host[0] ? c->remote_host : "(target's host)", c->remote_port[0] ? ":" : "",
+			c->remote_port);
 	c->any = true;
 	c->host[0] = c->remote_host[0] = c->remote_port[0] = '\0';
 }

@@ -63,6 +63,7 @@ static void close_lifetime_handles(struct listener *l)
 {
 	uv_close((uv_handle_t *)&l->sigint, NULL);
 	uv_close((uv_handle_t *)&l->sigterm, NULL);
+	uv_close((uv_handle_t *)&l->sighup, NULL);
 	uv_close((uv_handle_t *)&l->grace, NULL);
 	uv_close((uv_handle_t *)&l->keepalive, NULL);
 }
@@ -152,16 +153,21 @@ static void on_grace_over(uv_timer_t *timer)
 	}
 }
 
+static const char *signal_name(int signum)
+{
+	return signum == SIGINT ? "SIGINT" : signum == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
 	struct listener *l = sig->data;
 	if (l->stopping) {
 		/* At once means at once: no exit handlers, no flushing. */
-		log_warn("second %s: exiting at once", signum == SIGINT ? "SIGINT" : "SIGTERM");
+		log_warn("second %s: exiting at once", signal_name(signum));
 		_exit(128 + signum);
 	}
 	l->stopping = true;
-	log_info("%s received: closing %zu open tunnel(s) and exiting", signum == SIGINT ? "SIGINT" : "SIGTERM",
+	log_info("%s received: closing %zu open tunnel(s) and exiting", signal_name(signum),
 		 l->count);
 	if (!l->cfg->stdio)
 		uv_close((uv_handle_t *)&l->server, NULL);
@@ -283,11 +289,15 @@ static void start_lifetime_handles(struct listener *l)
 {
 	uv_signal_init(l->loop, &l->sigint);
 	uv_signal_init(l->loop, &l->sigterm);
+	uv_signal_init(l->loop, &l->sighup);
 	uv_timer_init(l->loop, &l->grace);
 	uv_timer_init(l->loop, &l->keepalive);
-	l->sigint.data = l->sigterm.data = l->grace.data = l->keepalive.data = l;
+	l->sigint.data = l->sigterm.data = l->sighup.data = l->grace.data = l->keepalive.data = l;
 	uv_signal_start(&l->sigint, on_signal, SIGINT);
 	uv_signal_start(&l->sigterm, on_signal, SIGTERM);
+	/* ssh sends SIGHUP to its ProxyCommand when it is done, and a closing
+	 * terminal sends it too: both ask for the same graceful stop. */
+	uv_signal_start(&l->sighup, on_signal, SIGHUP);
 }
 
 /* --stdio: no listener, one tunnel, and its end is the process's. */

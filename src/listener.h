@@ -23,7 +23,7 @@ struct listener {
 	const struct tunnel_config *cfg;
 	const struct proxy *proxy; /* NULL: straight to the gateway */
 	uv_tcp_t server;
-	uv_signal_t sigint, sigterm;
+	uv_signal_t sigint, sigterm, sighup;
 	uv_timer_t grace;
 	uv_timer_t keepalive; /* one timer checks every tunnel; runs only while tunnels exist */
 	struct tunnel *tunnels; /* doubly linked through tunnel.prev/next */

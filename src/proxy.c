@@ -1,6 +1,7 @@
 /* proxy: proxy selection, CONNECT request and answer; see proxy.h. */
 #include "proxy.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +171,11 @@ static bool entry_matches(const char *entry, size_t elen, const char *host, uint
 	size_t hl = strlen(host);
 	if (hl == name_len)
 		return strncasecmp(host, name, hl) == 0;
+	/* Addresses match whole, as curl matches them: 0.0.1 is no suffix
+	 * of 127.0.0.1. */
+	unsigned char addr[16];
+	if (inet_pton(AF_INET, host, addr) == 1 || inet_pton(AF_INET6, host, addr) == 1)
+		return false;
 	/* A domain covers its subdomains. */
 	return hl > name_len && host[hl - name_len - 1] == '.' &&
 	       strncasecmp(host + hl - name_len, name, name_len) == 0;

@@ -3,7 +3,7 @@
 # when running as root.
 OTOROSHICTL_PACKAGES="build-essential pkg-config meson ninja-build libuv1-dev libwslay-dev libmbedtls-dev \
 libinih-dev libcmocka-dev scdoc valgrind clang libclang-rt-14-dev python3 python3-websockets python3-pytest \
-redis-server redis-tools socat openssl openssh-server openssh-client tinyproxy"
+redis-server redis-tools socat openssl openssh-server openssh-client tinyproxy zsh fish"
 
 ensure_deps() {
 	local missing=()
