@@ -20,6 +20,7 @@ Usage:
   gateway.py --listen 127.0.0.1:0 --routes routes.json --record record.jsonl
   gateway.py --listen [::1]:0 --route '{"host": "*", "access": "public", "target": "127.0.0.1:7"}'
   gateway.py --tls-cert cert.pem --tls-key key.pem ...   (wss:// instead of ws://)
+  gateway.py --tls-cert ... --tls-key ... --tls-client-ca ca.pem   (mutual TLS)
 
 When ready it prints exactly one line `LISTENING <port>` on stdout.
 
@@ -41,10 +42,25 @@ Test knobs, as route fields or as global flags (a route field wins):
   close_timeout (s), refusal_linger (s), max_frame (bytes), hang (never answer
   the upgrade), bad_accept (send a wrong Sec-WebSocket-Accept), dribble (response
   head one byte per segment), coalesce (101 and first frame in one write),
-  abort_after_bytes (end the TCP connection without a Close after N bytes),
+  abort_after_bytes (end the connection without a Close after N bytes to the client),
+  abort_how (how abort_after_bytes ends it: "close", the transport's own close, which
+  over TLS sends close_notify first; "fin", a TCP FIN on the socket and nothing else,
+  so no close_notify over TLS; "reset", a TCP RST),
   response_headers ({name: value or null} replacing or removing headers of the 101),
   refuse ({"status", "body", "content_type", "headers", "no_length"}: answer every
   upgrade with this response instead, as a load balancer in front might).
+
+TLS (--tls-cert/--tls-key, and --tls-client-ca FILE to require a client certificate
+signed by a CA of FILE; --tls-no-tickets to resume by session id only): the settings
+can be replaced while running by a "tls" member of the routes object, re-read on each
+connection, {"cert", "key", "client_ca", "tickets"}, each falling back to the flags.
+One SSLContext is kept per distinct setting, so that sessions resume across
+connections that share one. The handshake runs on the accepted connection (asyncio's
+start_tls), so that its outcome is recorded: {"event": "tls", "id", "ok", "error",
+"sni" (the client's server_name, or null when it sent none), "session_reused",
+"version", "cipher", "alpn", "client_cert" (the verified client certificate's subject
+CN)}. Every ClientHello's SNI is also recorded as {"event": "sni", "sni"} from the SNI
+callback, before the handshake can fail.
 
 Each upgrade request is recorded to --record as a JSON line {"event": "request", ...}
 holding the raw head (base64 and latin-1), the request line, the ordered header list,
@@ -65,7 +81,9 @@ import itertools
 import json
 import re
 import signal
+import socket
 import ssl
+import struct
 import sys
 import time
 import urllib.parse
@@ -121,6 +139,7 @@ KNOBS = {
     "dribble": False,
     "coalesce": False,
     "abort_after_bytes": None,
+    "abort_how": "close",
     "response_headers": None,
     "refuse": None,
 }
@@ -198,10 +217,12 @@ class Routes:
 
     def load(self):
         routes = []
+        self.tls = {}
         if self.path:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
             if isinstance(data, dict):
+                self.tls = data.get("tls") or {}
                 data = data.get("routes", [])
             routes.extend(data)
         routes.extend(self.inline)
@@ -274,12 +295,73 @@ class Gateway:
         self.recorder = Recorder(args.record)
         self.ids = itertools.count(1)
         self.tasks = set()
+        self.tls_contexts = {}
+
+    def tls_context(self):
+        """The SSLContext for a new connection, or None for plain ws://."""
+        self.routes.load()
+        over = self.routes.tls
+        cert = over.get("cert", self.args.tls_cert)
+        if not cert:
+            return None
+        key = over.get("key", self.args.tls_key)
+        client_ca = over.get("client_ca", self.args.tls_client_ca)
+        tickets = over.get("tickets", not self.args.tls_no_tickets)
+        setting = (cert, key, client_ca, bool(tickets))
+        ctx = self.tls_contexts.get(setting)
+        if ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            # Python sets this by default; without it a TCP EOF that no close_notify
+            # preceded is an error (SSLEOFError), which is what tells them apart.
+            ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+            ctx.load_cert_chain(cert, key)
+            if client_ca:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(client_ca)
+            if not tickets:
+                ctx.options |= ssl.OP_NO_TICKET
+            ctx.set_alpn_protocols(["http/1.1"])
+            ctx.sni_callback = self.on_sni
+            self.tls_contexts[setting] = ctx
+        return ctx
+
+    def on_sni(self, ssl_obj, server_name, ctx):
+        ssl_obj.otoroshi_sni = server_name
+        self.recorder.write(event="sni", sni=server_name)
+        return None
+
+    async def start_tls(self, conn_id, ctx, reader, writer):
+        """Runs the server handshake and records it: the TlsStream, or None."""
+        peer = writer.get_extra_info("peername")
+        base = {"event": "tls", "id": conn_id, "peer": list(peer[:2]) if peer else None}
+        tls = TlsStream(ctx, reader, writer)
+        try:
+            await tls.handshake(10)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            self.recorder.write(**base, ok=False, error=f"{type(exc).__name__}: {exc}",
+                                sni=getattr(tls.obj, "otoroshi_sni", None))
+            return None
+        obj = tls.obj
+        cert = obj.getpeercert() if ctx.verify_mode == ssl.CERT_REQUIRED else None
+        subject = dict(item for rdn in cert["subject"] for item in rdn) if cert else {}
+        self.recorder.write(
+            **base, ok=True, error=None, sni=getattr(obj, "otoroshi_sni", None),
+            session_reused=obj.session_reused, version=obj.version(), cipher=obj.cipher()[0],
+            alpn=obj.selected_alpn_protocol(), client_cert=subject.get("commonName"),
+        )
+        return tls
 
     async def handle(self, reader, writer):
         task = asyncio.current_task()
         self.tasks.add(task)
         conn_id = next(self.ids)
         try:
+            ctx = self.tls_context()
+            if ctx is not None:
+                tls = await self.start_tls(conn_id, ctx, reader, writer)
+                if tls is None:
+                    return
+                reader = writer = tls
             await self.serve(conn_id, reader, writer)
         except asyncio.CancelledError:
             pass
@@ -453,6 +535,138 @@ class Gateway:
             pass
 
 
+class TlsStream:
+    """TLS on an accepted connection, with ssl.SSLObject over memory BIOs between the
+    socket's asyncio streams and the gateway, rather than asyncio's own TLS layer, so
+    that: the alert of a failed handshake reaches the client (asyncio drops it, and the
+    client could not say why it was refused); the client's close_notify is told apart
+    from a bare TCP EOF (`peer_end`); and a test knob can end the TCP connection under
+    the TLS layer (no close_notify). It serves as both the reader and the writer."""
+
+    def __init__(self, ctx, reader, writer):
+        self.raw_reader = reader
+        self.raw_writer = writer
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # How the client ended TLS: "close_notify", "eof" (TCP EOF without
+        # close_notify), "error: ..." (a TLS error, e.g. a bad record), or None.
+        self.peer_end = None
+        self.done_writing = False  # close_notify sent, or the TCP side ended under us
+
+    @property
+    def transport(self):
+        return self.raw_writer.transport
+
+    def get_extra_info(self, name, default=None):
+        if name == "ssl_object":
+            return self.obj
+        return self.raw_writer.get_extra_info(name, default)
+
+    def flush(self):
+        data = self.outgoing.read()
+        if data and not self.raw_writer.is_closing():
+            self.raw_writer.write(data)
+
+    async def fill(self):
+        """More ciphertext from the socket; at its EOF, the BIO's EOF."""
+        try:
+            data = await self.raw_reader.read(65536)
+        except (ConnectionError, OSError):
+            data = b""
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+
+    async def handshake(self, timeout):
+        async def run():
+            while True:
+                try:
+                    self.obj.do_handshake()
+                    return
+                except ssl.SSLWantReadError:
+                    self.flush()
+                    await self.raw_writer.drain()
+                    await self.fill()
+
+        try:
+            await asyncio.wait_for(run(), timeout)
+        finally:
+            self.flush()  # the last flight, or the alert that tells the client why
+            try:
+                await self.raw_writer.drain()
+            except (ConnectionError, OSError):
+                pass
+
+    async def read(self, n=-1):
+        if n is None or n < 0:
+            chunks = []
+            while True:
+                data = await self.read(65536)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+        while self.peer_end is None:
+            try:
+                data = self.obj.read(n)
+            except ssl.SSLWantReadError:
+                self.flush()
+                await self.fill()
+                continue
+            except ssl.SSLZeroReturnError:
+                self.peer_end = "close_notify"
+                break
+            except ssl.SSLEOFError:
+                self.peer_end = "eof"
+                break
+            except ssl.SSLError as exc:
+                if exc.reason == "UNEXPECTED_EOF_WHILE_READING":  # (3.11's name for it)
+                    self.peer_end = "eof"
+                    break
+                self.peer_end = f"error: {exc}"
+                self.flush()
+                raise ConnectionResetError(f"TLS: {exc}") from None
+            self.flush()
+            if not data:
+                self.peer_end = "close_notify"
+                break
+            return data
+        return b""
+
+    def write(self, data):
+        if self.done_writing:
+            return
+        try:
+            self.obj.write(data)  # into the memory BIO: never blocks
+        except ssl.SSLError:
+            self.done_writing = True  # the session failed (an alert came, say)
+        self.flush()
+
+    async def drain(self):
+        await self.raw_writer.drain()
+
+    def is_closing(self):
+        return self.done_writing or self.raw_writer.is_closing()
+
+    def can_write_eof(self):
+        return False
+
+    def end_tcp(self):
+        """From now on nothing more goes out through TLS (no close_notify)."""
+        self.done_writing = True
+
+    def close(self):
+        if not self.done_writing:
+            self.done_writing = True
+            try:
+                self.obj.unwrap()  # close_notify; the client's is not awaited
+            except (ssl.SSLError, ValueError):
+                pass
+            self.flush()
+        self.raw_writer.close()
+
+
 async def write_out(writer, data, dribble):
     """Write `data`; with `dribble`, one byte per TCP segment, to exercise the
     client's incremental parsing of the response head."""
@@ -510,6 +724,7 @@ class Session:
         self.last_pong_seq = 0
         self.protocol_error = None
         self.target_error = None
+        self.aborted_how = None
 
     # -- frame codec glue (the library's Frame does the work) -------------------
 
@@ -687,9 +902,9 @@ class Session:
             if data and not await self.send_data(data):
                 return "error"
             if abort_after is not None and self.stats["bytes_to_client"] >= abort_after:
-                # End the TCP connection (FIN, after the data) without a Close frame:
-                # the client sees an abnormal closure (1006).
-                self.writer.close()
+                # End the connection (after the data) without a Close frame: the
+                # client sees an abnormal closure (1006).
+                await self.abort(self.route["abort_how"])
                 return "aborted"
 
     async def send_data(self, data):
@@ -727,6 +942,31 @@ class Session:
         except ConnectionError:
             return False
         return True
+
+    async def abort(self, how):
+        self.aborted_how = how
+        if how == "close":
+            self.writer.close()  # over TLS: close_notify, then FIN
+            return
+        # What was written reaches the socket first, so that the client gets exactly
+        # the bytes counted; then the socket ends under the TLS layer's feet.
+        raw = self.writer.transport
+        if isinstance(self.writer, TlsStream):
+            self.writer.end_tcp()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and raw.get_write_buffer_size():
+            await asyncio.sleep(0.005)
+        sock = self.writer.get_extra_info("socket")
+        if how == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.abort()
+        elif how == "fin":
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        else:
+            raise ValueError(f"abort_how: {how!r}")
 
     def make_ping(self):
         # No pings once either side sent its Close: a client that has sent its Close
@@ -774,6 +1014,12 @@ class Session:
             await asyncio.wait([c2t, t2c], return_when=asyncio.FIRST_COMPLETED)
             if t2c.done() and t2c.result() == "aborted":
                 outcome = "aborted"
+                if self.aborted_how == "fin":
+                    # Nothing more goes out; wait (briefly) for the client's end.
+                    try:
+                        await asyncio.wait_for(asyncio.shield(c2t), 5)
+                    except asyncio.TimeoutError:
+                        outcome += "+no_client_end"
             elif t2c.done():
                 outcome = "target_" + t2c.result()
                 if self.route["close_delay"]:
@@ -797,7 +1043,14 @@ class Session:
                 t.cancel()
             if self.tw is not None and not self.tw.is_closing():
                 self.tw.transport.abort()
-            self.writer.close()
+            if self.aborted_how in ("fin", "reset"):
+                self.writer.transport.abort()  # no close_notify now either
+            else:
+                if (isinstance(self.reader, TlsStream) and self.client_close is not None
+                        and self.reader.peer_end is None):
+                    await asyncio.gather(*tasks, return_exceptions=True)  # no other reader
+                    await self.await_tls_end(1.0)
+                self.writer.close()
             self.gw.recorder.write(
                 event="closed",
                 id=self.id,
@@ -807,6 +1060,8 @@ class Session:
                 client_close_code=self.client_close.code if self.client_close else None,
                 client_close_reason=self.client_close.reason if self.client_close else None,
                 server_close_code=self.close_sent,
+                aborted_how=self.aborted_how,
+                tls_client_end=getattr(self.reader, "peer_end", None),
                 protocol_error=self.protocol_error,
                 sha256_from_client=self.sha_in.hexdigest(),
                 sha256_to_client=self.sha_out.hexdigest(),
@@ -817,6 +1072,17 @@ class Session:
                 last_pong_seq=self.last_pong_seq,
                 **self.stats,
             )
+
+    async def await_tls_end(self, timeout):
+        """After the close handshake, how the client ends TLS (close_notify or not),
+        if it does within `timeout`."""
+        try:
+            async def drain():
+                while await self.reader.read(65536):
+                    pass
+            await asyncio.wait_for(drain(), timeout)
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
 
     async def await_client_close(self):
         try:
@@ -836,11 +1102,8 @@ def parse_listen(value):
 async def amain(args):
     gw = Gateway(args)
     host, port = parse_listen(args.listen)
-    ssl_ctx = None
-    if args.tls_cert:
-        ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ssl_ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    server = await asyncio.start_server(gw.handle, host, port, ssl=ssl_ctx)
+    gw.tls_context()  # fail fast on bad TLS files
+    server = await asyncio.start_server(gw.handle, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -881,6 +1144,10 @@ def main(argv=None):
                    help="end the TCP connection without a Close after N bytes to the client")
     p.add_argument("--tls-cert", help="serve wss:// with this PEM certificate (chain)")
     p.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="require a client certificate signed by a CA of this PEM file")
+    p.add_argument("--tls-no-tickets", action="store_true",
+                   help="issue no session tickets (sessions resume by id only)")
+    p.add_argument("--abort-how", default=KNOBS["abort_how"], choices=["close", "fin", "reset"])
     args = p.parse_args(argv)
     if not args.routes and not args.route:
         p.error("give --routes FILE or --route JSON")

@@ -48,6 +48,7 @@ class GatewayProcess:
         self.routes_path = self.workdir / f"gateway{n}-routes.json"
         self.record_path = self.workdir / f"gateway{n}-record.jsonl"
         self.log_path = self.workdir / f"gateway{n}-stderr.log"
+        self.tls = {}
         self.set_routes(routes)
         self.record_path.touch()
         self.log_file = open(self.log_path, "wb")
@@ -68,8 +69,19 @@ class GatewayProcess:
         self.addr = f"{host}:{self.port}"
 
     def set_routes(self, routes):
+        self.routes = routes
+        self._write_routes()
+
+    def set_tls(self, **tls):
+        """Replace the TLS settings for the next connections (cert, key, client_ca,
+        tickets; each falls back to the command line's); set_tls() goes back to the
+        command line's."""
+        self.tls = {k: str(v) if isinstance(v, Path) else v for k, v in tls.items()}
+        self._write_routes()
+
+    def _write_routes(self):
         tmp = self.routes_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"routes": routes}, indent=1))
+        tmp.write_text(json.dumps({"routes": self.routes, "tls": self.tls}, indent=1))
         os.replace(tmp, self.routes_path)
 
     def stderr(self):

@@ -10,9 +10,11 @@ import base64
 import json
 import signal
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,6 +27,7 @@ from websockets.uri import parse_uri  # noqa: E402
 
 import gateway as gw  # noqa: E402
 from harness import GatewayProcess  # noqa: E402
+from pki import Pki  # noqa: E402
 from services import (  # noqa: E402
     EchoServer, ReplyAfterEOFServer, SinkServer, SourceServer, free_port, random_bytes,
     reply_after_eof, sha256,
@@ -37,9 +40,13 @@ TIMEOUT = 10
 class WsClient:
     """The library's ClientConnection driven over a blocking socket."""
 
-    def __init__(self, port, host=None, path=TUNNEL, headers=(), timeout=TIMEOUT):
+    def __init__(self, port, host=None, path=TUNNEL, headers=(), timeout=TIMEOUT,
+                 tls=None, server_hostname=None, session=None):
         host = host or f"127.0.0.1:{port}"
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls is not None:  # an ssl.SSLContext: wss://
+            self.sock = tls.wrap_socket(self.sock, server_hostname=server_hostname,
+                                        session=session, suppress_ragged_eofs=False)
         self.conn = ClientConnection(parse_uri(f"ws://{host}{path}"), max_size=None)
         request = self.conn.connect()
         for name, value in headers:
@@ -458,7 +465,6 @@ def test_response_header_and_forced_refusal_knobs(gateway, echo):
 
 
 def test_tls_listener(gateway, echo, tmp_path):
-    import ssl
     from harness import make_certificate
     cert, key = make_certificate(tmp_path)
     g = gateway([dict(public(echo.addr), host="localhost")], "--tls-cert", cert, "--tls-key", key)
@@ -485,3 +491,156 @@ def test_inline_route_flag(echo):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 0
         proc.stdout.close()
+
+
+# --- TLS: records, client certificates, alerts, the client's end, abort modes -----------
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    p = Pki(tmp_path_factory.mktemp("pki"))
+    ca = p.ca("Gateway Self-Test CA")
+    return SimpleNamespace(
+        ca=ca, server=ca.issue("localhost", dns=["localhost"], ips=["127.0.0.1"]),
+        other=ca.issue("other", dns=["other.example"]),
+        client=ca.issue("client", client=True, cn="gw-client"),
+    )
+
+
+def tls_client(certs, client=None, check_hostname=True):
+    ctx = ssl.create_default_context(cafile=str(certs.ca.cert))
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is there after the handshake
+    ctx.check_hostname = check_hostname
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client is not None:
+        ctx.load_cert_chain(client.cert, client.key)
+    return ctx
+
+
+def tls_gateway(gateway, certs, routes, *args):
+    return gateway(routes, "--tls-cert", certs.server.cert, "--tls-key", certs.server.key, *args)
+
+
+def echo_and_close(c, data=b"tls echo"):
+    c.send(data)
+    got, _, _ = c.receive_until_close(limit=len(data))
+    assert got == data
+    c.conn.send_close(1000)
+    c.flush()
+    assert c.receive_until_close()[1] == 1000
+
+
+def test_tls_records_sni_session_reuse_and_alpn(gateway, echo, certs):
+    g = tls_gateway(gateway, certs, [dict(public(echo.addr), host="*")])
+    ctx = tls_client(certs)
+    c = WsClient(g.port, tls=ctx, server_hostname="localhost")
+    echo_and_close(c)
+    session = c.sock.session
+    c.sock.unwrap()
+    c.close()
+    c = WsClient(g.port, tls=ctx, server_hostname="localhost", session=session)
+    assert c.sock.session_reused
+    echo_and_close(c)
+    c.close()  # no close_notify
+    c = WsClient(g.port, tls=tls_client(certs, check_hostname=False))  # no SNI
+    echo_and_close(c)
+    c.close()
+    hs = g.wait_records("tls", 3)
+    assert [r["sni"] for r in hs] == ["localhost", "localhost", None], hs
+    assert [r["session_reused"] for r in hs] == [False, True, False], hs
+    assert {r["alpn"] for r in hs} == {"http/1.1"} and {r["version"] for r in hs} == {"TLSv1.2"}
+    assert [r["sni"] for r in g.records("sni")] == ["localhost", "localhost", None]
+    ends = {r["id"]: r["tls_client_end"] for r in g.wait_records("closed", 3)}
+    assert [ends[r["id"]] for r in hs][:2] == ["close_notify", "eof"], ends
+
+
+def test_tls_client_ca_sends_the_alert_and_records_the_client(gateway, echo, certs):
+    g = tls_gateway(gateway, certs, [dict(public(echo.addr), host="*")],
+                    "--tls-client-ca", certs.ca.cert)
+    with pytest.raises(ssl.SSLError) as err:
+        c = WsClient(g.port, tls=tls_client(certs), server_hostname="localhost")
+        c.close()
+    assert "alert" in str(err.value).lower(), "the gateway's alert did not reach the client"
+    failed = g.wait_records("tls", 1)[0]
+    assert not failed["ok"] and "did not return a certificate" in failed["error"], failed
+    assert g.requests() == []
+    c = WsClient(g.port, tls=tls_client(certs, certs.client), server_hostname="localhost")
+    echo_and_close(c)
+    c.close()
+    ok = g.wait_records("tls", 2)[1]
+    assert ok["ok"] and ok["client_cert"] == "gw-client", ok
+
+
+def test_tls_settings_switch_while_running(gateway, echo, certs):
+    g = tls_gateway(gateway, certs, [dict(public(echo.addr), host="*")])
+    g.set_tls(cert=certs.other.cert, key=certs.other.key)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        WsClient(g.port, tls=tls_client(certs), server_hostname="localhost").close()
+    g.set_tls()
+    c = WsClient(g.port, tls=tls_client(certs), server_hostname="localhost")
+    echo_and_close(c)
+    c.close()
+
+
+def raw_tls_upgrade(port, ctx, host="localhost"):
+    """A TLS client on memory BIOs over a plain socket, so that the TCP end (FIN or
+    RST) and the TLS end (close_notify or none) are each seen as they are."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=host)
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            data = sock.recv(65536)
+            assert data, "EOF in the handshake"
+            inc.write(data)
+    obj.write(upgrade_head(port, host=host))
+    sock.sendall(out.read())
+    return sock, obj, inc
+
+
+def tls_ends(sock, obj, inc):
+    """Reads to the end: (TCP end 'fin' or 'reset', TLS end 'close_notify' or 'none',
+    plaintext byte count)."""
+    tcp_end = "fin"
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            tcp_end = "reset"
+            break
+        if not data:
+            break
+        inc.write(data)
+    inc.write_eof()
+    n = 0
+    while True:
+        try:
+            chunk = obj.read(65536)
+        except ssl.SSLZeroReturnError:
+            return tcp_end, "close_notify", n
+        except ssl.SSLError:
+            return tcp_end, "none", n
+        if not chunk:
+            return tcp_end, "close_notify", n
+        n += len(chunk)
+
+
+@pytest.mark.parametrize("how,want", [("close", ("fin", "close_notify")),
+                                      ("fin", ("fin", "none")), ("reset", ("reset", "none"))])
+def test_tls_abort_modes(gateway, certs, how, want):
+    with SourceServer(1 << 20, seed=5) as src:
+        g = tls_gateway(gateway, certs, [dict(public(src.addr), host="*",
+                                              abort_after_bytes=50_000, abort_how=how)])
+        ctx = tls_client(certs)
+        sock, obj, inc = raw_tls_upgrade(g.port, ctx)
+        with sock:
+            tcp_end, tls_end, n = tls_ends(sock, obj, inc)
+        assert (tcp_end, tls_end) == want
+        if how != "reset":
+            assert n > 50_000  # the 101, the payload and the frame headers
+        closed = g.wait_records("closed", 1)[0]
+        assert closed["outcome"].startswith("aborted") and closed["bytes_to_client"] == 50_000

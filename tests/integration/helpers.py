@@ -35,9 +35,11 @@ def binary():
 
 
 def clean_env(home, level="info", extra=None):
-    """The environment for a tunnel: no proxies, no user config, a chosen log level."""
+    """The environment for a tunnel: no proxies, no user config, no trust store
+    override (SSL_CERT_FILE/SSL_CERT_DIR), a chosen log level."""
     env = {k: v for k, v in os.environ.items()
-           if not k.lower().endswith("_proxy") and not k.startswith("OTOROSHICTL")}
+           if not k.lower().endswith("_proxy") and not k.startswith("OTOROSHICTL")
+           and k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(Path(home) / ".config"), OTOROSHICTL=level)
     if level is None:
         del env["OTOROSHICTL"]
