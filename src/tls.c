@@ -406,6 +406,9 @@ int tls_conn_handshake(struct tls_conn *c)
 		const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
 		if (peer == NULL || !cert_has_ip(peer, c->ip, c->ip_len)) {
 			c->ip_mismatch = true;
+			/* Tell the gateway why, as a failed chain would. */
+			mbedtls_ssl_send_alert_message(&c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+						       MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
 			c->last_error = MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
 			return TLS_ERR;
 		}

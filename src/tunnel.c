@@ -470,7 +470,9 @@ static void up_on_connect(void *user, int status, const char *stage, const char 
 			  cfg->host, t->peer);
 	else
 		log_error("cannot connect to Otoroshi at %s for %s: %s", cfg->host, t->peer, uv_strerror(status));
-	close_all(t, "gateway unreachable");
+	close_all(t, strcmp(stage, "tls") == 0     ? "TLS failed"
+		     : strcmp(stage, "proxy") == 0 ? "proxy refused"
+						   : "gateway unreachable");
 }
 
 static void up_on_read(void *user, const uint8_t *data, size_t len)

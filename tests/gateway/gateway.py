@@ -55,12 +55,17 @@ signed by a CA of FILE; --tls-no-tickets to resume by session id only): the sett
 can be replaced while running by a "tls" member of the routes object, re-read on each
 connection, {"cert", "key", "client_ca", "tickets"}, each falling back to the flags.
 One SSLContext is kept per distinct setting, so that sessions resume across
-connections that share one. The handshake runs on the accepted connection (asyncio's
-start_tls), so that its outcome is recorded: {"event": "tls", "id", "ok", "error",
-"sni" (the client's server_name, or null when it sent none), "session_reused",
-"version", "cipher", "alpn", "client_cert" (the verified client certificate's subject
-CN)}. Every ClientHello's SNI is also recorded as {"event": "sni", "sni"} from the SNI
-callback, before the handshake can fail.
+connections that share one. TLS runs on ssl.SSLObject over memory BIOs (TlsStream),
+not asyncio's TLS layer, so that a failed handshake's alert reaches the client, the
+client's close_notify is told from a bare TCP EOF, and abort_how can end the TCP
+connection under TLS. Each handshake is recorded: {"event": "tls", "id", "ok",
+"error", "sni" (the client's server_name, or null when it sent none),
+"session_reused", "version", "cipher", "alpn", "client_cert" (the verified client
+certificate's subject CN)}. Every ClientHello's SNI is also recorded as {"event":
+"sni", "sni"} from the SNI callback, before the handshake can fail. Over TLS the
+"closed" record's "tls_client_end" says how the client ended TLS: "close_notify",
+"eof" (no close_notify), "error: ..." or null (not seen within 1 s of the close
+handshake).
 
 Each upgrade request is recorded to --record as a JSON line {"event": "request", ...}
 holding the raw head (base64 and latin-1), the request line, the ordered header list,

@@ -146,6 +146,7 @@ def test_wss_several_mib_each_way_on_five_simultaneous_tunnels(gateway, tunnel, 
     assert sorted(r["sha256_from_client"] for r in closed) == sorted(map(sha256, payloads))
     assert sorted(r["sha256_to_client"] for r in closed) == sorted(map(sha256, payloads))
     assert all(r["client_close_code"] == 1000 for r in closed), closed
+    assert [r["tls_client_end"] for r in closed] == ["close_notify"] * 5, closed
     hs = tls_records(g)
     assert len(hs) == 5 and all(r["ok"] for r in hs), hs
     assert {r["alpn"] for r in hs} == {"http/1.1"}, "the client offers ALPN http/1.1"
@@ -580,20 +581,17 @@ def test_gateway_cuts_tls_mid_stream(gateway, tunnel, service, echo, pki, how):
     mark = t.mark()
     with t.connect() as s:
         tr = Transfer(s, b"", half_close=False, timeout=10)
-        tr.sender.join(5)
-        deadline = time.monotonic() + 5
         tr.receiver.join(5)
         assert not tr.receiver.is_alive(), (
-            f"the local connection is still open {5}s after the gateway cut it "
+            f"the local connection is still open 5 s after the gateway cut it "
             f"({tr.nreceived} bytes received)")
-        took = time.monotonic() - tr.t0
+        took = (tr.eof_at or time.monotonic()) - tr.t0
     assert took < 3, f"the local connection ended {took:.1f}s after it started"
-    if how == "reset":
+    if how == "reset":  # (what was in flight may be lost with a reset)
         assert src.data.startswith(bytes(tr.received)), "bytes out of order or altered"
     else:
         assert tr.error is None, tr.error
         assert bytes(tr.received) == src.data[:100_000]
-    assert deadline  # (bounded above)
     closed = g.wait_records("closed", 1)[0]
     assert closed["outcome"] == "aborted" and closed["aborted_how"] == how, closed
     if how == "fin":
