@@ -4,6 +4,63 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Chunks freed by one queue are reused by the next that needs one: busy
+ * tunnels otherwise allocate and free 64 KiB chunks at every write, and
+ * the allocator gives the pages back to the kernel and faults them in
+ * again each time (a fifth of the time with 100 streams). The pool is
+ * small and bounded, so that memory still returns to its idle level. */
+#define POOL_MAX_LARGE 32 /* 2 MiB */
+#define POOL_MAX_SMALL 32 /* 512 KiB */
+
+static struct pool {
+	struct bufq_chunk *free;
+	size_t count, max;
+} pools[2] = {{NULL, 0, POOL_MAX_SMALL}, {NULL, 0, POOL_MAX_LARGE}};
+
+static struct pool *pool_for(size_t cap)
+{
+	return &pools[cap == BUFQ_CHUNK ? 1 : 0];
+}
+
+static struct bufq_chunk *chunk_get(size_t cap)
+{
+	struct pool *p = pool_for(cap);
+	struct bufq_chunk *c = p->free;
+	if (c != NULL) {
+		p->free = c->next;
+		p->count--;
+		return c;
+	}
+	c = malloc(sizeof(*c) + cap);
+	if (c != NULL)
+		c->cap = cap;
+	return c;
+}
+
+static void chunk_put(struct bufq_chunk *c)
+{
+	struct pool *p = pool_for(c->cap);
+	if (p->count >= p->max) {
+		free(c);
+		return;
+	}
+	c->next = p->free;
+	p->free = c;
+	p->count++;
+}
+
+void bufq_pool_drain(void)
+{
+	for (size_t i = 0; i < 2; i++) {
+		while (pools[i].free != NULL) {
+			struct bufq_chunk *c = pools[i].free;
+			pools[i].free = c->next;
+			free(c);
+		}
+		pools[i].count = 0;
+	}
+}
+
 void bufq_init(struct bufq *q)
 {
 	q->head = q->tail = NULL;
@@ -15,7 +72,7 @@ void bufq_finish(struct bufq *q)
 	struct bufq_chunk *c = q->head;
 	while (c != NULL) {
 		struct bufq_chunk *next = c->next;
-		free(c);
+		chunk_put(c);
 		c = next;
 	}
 	bufq_init(q);
@@ -51,12 +108,11 @@ static int append(struct bufq *q, const void *data, size_t len, const uint8_t *k
 			/* Small first chunks keep a quiet tunnel small; a busy
 			 * one gets full-size chunks. */
 			size_t cap = q->len + len < BUFQ_CHUNK / 4 ? BUFQ_CHUNK / 4 : BUFQ_CHUNK;
-			struct bufq_chunk *c = malloc(sizeof(*c) + cap);
+			struct bufq_chunk *c = chunk_get(cap);
 			if (c == NULL)
 				return -1;
 			c->next = NULL;
 			c->start = c->end = 0;
-			c->cap = cap;
 			if (t == NULL)
 				q->head = c;
 			else
@@ -119,7 +175,7 @@ void bufq_consume(struct bufq *q, size_t len)
 			q->head = c->next;
 			if (q->head == NULL)
 				q->tail = NULL;
-			free(c);
+			chunk_put(c);
 		}
 	}
 }

@@ -27,6 +27,9 @@ struct bufq {
 };
 
 void bufq_init(struct bufq *q);
+/* Frees the chunks kept for reuse (at exit, so that leak checkers see a
+ * clean heap). */
+void bufq_pool_drain(void);
 void bufq_finish(struct bufq *q);
 /* Copies len bytes to the end. Returns 0, or -1 when memory runs out. */
 int bufq_append(struct bufq *q, const void *data, size_t len);

@@ -2,13 +2,18 @@
 #include "listener.h"
 
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "log.h"
 #include "tunnel.h"
 
@@ -56,6 +61,8 @@ void listener_tunnel_added(struct listener *l, struct tunnel *t)
 		links(l->tunnels)->prev = t;
 	l->tunnels = t;
 	l->count++;
+	if (l->count > l->peak)
+		l->peak = l->count;
 	keepalive_start(l);
 }
 
@@ -66,6 +73,25 @@ static void close_lifetime_handles(struct listener *l)
 	uv_close((uv_handle_t *)&l->sighup, NULL);
 	uv_close((uv_handle_t *)&l->grace, NULL);
 	uv_close((uv_handle_t *)&l->keepalive, NULL);
+}
+
+/* After a busy spell, hand the freed memory back to the system: glibc
+ * keeps what tunnels freed in its arenas, so the resident size would stay
+ * at its peak. Done when the tunnels have fallen to a quarter of their
+ * peak, or to none, so that it costs nothing while traffic goes on. */
+static void give_back_memory(struct listener *l)
+{
+	if (l->count > l->peak)
+		l->peak = l->count;
+	bool fell = l->peak >= 16 && l->count <= l->peak / 4;
+	if (!fell && !(l->count == 0 && l->peak > 0))
+		return;
+	bufq_pool_drain();
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	log_trace("memory handed back after %zu tunnels fell to %zu", l->peak, l->count);
+	l->peak = l->count;
 }
 
 void listener_tunnel_gone(struct listener *l, struct tunnel *t, bool failed)
@@ -83,10 +109,33 @@ void listener_tunnel_gone(struct listener *l, struct tunnel *t, bool failed)
 	if (lk->next != NULL)
 		links(lk->next)->prev = lk->prev;
 	l->count--;
+	give_back_memory(l);
 	if (l->count == 0 && !l->stopping)
 		uv_timer_stop(&l->keepalive);
 	if (l->stopping && l->count == 0)
 		close_lifetime_handles(l);
+}
+
+/* How many tunnels the open file limit leaves room for: each holds two
+ * descriptors, and the loop, the resolver's threads and a refusal need a
+ * few more. Refusing past this point keeps accept() from ever running
+ * out of descriptors, where it could only fail again and again. */
+#define FD_RESERVE 32
+
+/* The limit can change under a running process (prlimit), so it is read
+ * again at each connection: one system call next to accept's. */
+static void compute_fd_cap(struct listener *l, bool say)
+{
+	struct rlimit rl;
+	l->fd_limit = 0;
+	l->fd_cap = UINT32_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return;
+	l->fd_limit = rl.rlim_cur > UINT32_MAX ? UINT32_MAX : (unsigned)rl.rlim_cur;
+	l->fd_cap = l->fd_limit > FD_RESERVE + 2 ? (l->fd_limit - FD_RESERVE) / 2 : 1;
+	if (say && l->fd_cap < l->cfg->max_connections)
+		log_warn("the open file limit (%u, 'ulimit -n') leaves room for %u tunnels, fewer than "
+			 "--max-connections %u: more are refused", l->fd_limit, l->fd_cap, l->cfg->max_connections);
 }
 
 static void free_handle(uv_handle_t *handle)
@@ -108,8 +157,13 @@ static void refuse(struct listener *l, uv_stream_t *server)
 		/* One line per second at most: a flood must not flood the log. */
 		uint64_t now = uv_now(l->loop);
 		if (now - l->refused_logged_at >= 1000) {
-			log_warn("refusing new connections: %zu tunnels are open (--max-connections %u); %" PRIu64
-				 " refused so far", l->count, l->cfg->max_connections, l->refused);
+			if (l->fd_cap < l->cfg->max_connections)
+				log_warn("refusing new connections: %zu tunnels are open, as many as the open file "
+					 "limit (%u, 'ulimit -n') leaves room for; %" PRIu64 " refused so far",
+					 l->count, l->fd_limit, l->refused);
+			else
+				log_warn("refusing new connections: %zu tunnels are open (--max-connections %u); %" PRIu64
+					 " refused so far", l->count, l->cfg->max_connections, l->refused);
 			l->refused_logged_at = now;
 		}
 	}
@@ -132,7 +186,8 @@ static void on_connection(uv_stream_t *server, int status)
 		}
 		return;
 	}
-	if (l->count >= l->cfg->max_connections) {
+	compute_fd_cap(l, false);
+	if (l->count >= l->cfg->max_connections || l->count >= l->fd_cap) {
 		refuse(l, server);
 		return;
 	}
@@ -331,6 +386,7 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 	if (cfg->stdio)
 		return run_stdio(&l);
 	char where[INET6_ADDRSTRLEN + 16];
+	compute_fd_cap(&l, true);
 	int rc = bind_and_listen(&l, where, sizeof(where));
 	if (rc < 0) {
 		log_error("Failed to bind to %s: %s", where, uv_strerror(rc));

@@ -28,10 +28,13 @@ struct listener {
 	uv_timer_t keepalive; /* one timer checks every tunnel; runs only while tunnels exist */
 	struct tunnel *tunnels; /* doubly linked through tunnel.prev/next */
 	size_t count;
+	size_t peak; /* most tunnels at once since memory was last handed back */
 	uint64_t next_id;
 	bool stopping;
 	int exit_status; /* with --stdio: 0 when the tunnel ended cleanly */
 	uint64_t refused; /* connections refused by --max-connections */
+	unsigned fd_limit; /* RLIMIT_NOFILE at start, 0: none */
+	unsigned fd_cap;   /* tunnels the descriptor limit leaves room for */
 	uint64_t refused_logged_at, accept_error_logged_at;
 };
 

@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include "buf.h"
 #include "cli.h"
 #include "completions.h"
 #include "listener.h"
@@ -14,17 +16,36 @@
 #include "tls.h"
 #include "version.h"
 
-/* Every tunnel takes two descriptors: start with all the system allows. */
+/* Every tunnel takes two descriptors: start with all the system allows,
+ * which for root is the kernel's per-process ceiling (fs.nr_open). */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return;
 	rlim_t was = rl.rlim_cur;
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-		log_debug("raised the open file limit from %llu to %llu", (unsigned long long)was,
-			  (unsigned long long)rl.rlim_cur);
+	rlim_t want = rl.rlim_max;
+	if (geteuid() == 0) {
+		FILE *f = fopen("/proc/sys/fs/nr_open", "r");
+		unsigned long long nr_open = 0;
+		if (f != NULL) {
+			if (fscanf(f, "%llu", &nr_open) != 1)
+				nr_open = 0;
+			fclose(f);
+		}
+		if (nr_open > want)
+			want = (rlim_t)nr_open;
+	}
+	if (want <= was)
+		return;
+	struct rlimit raised = {want, want > rl.rlim_max ? want : rl.rlim_max};
+	if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+		raised.rlim_cur = raised.rlim_max = rl.rlim_max;
+		if (rl.rlim_max <= was || setrlimit(RLIMIT_NOFILE, &raised) != 0)
+			return;
+	}
+	log_debug("raised the open file limit from %llu to %llu", (unsigned long long)was,
+		  (unsigned long long)raised.rlim_cur);
 }
 
 static int run_tcp_tunnel(int argc, char **argv, bool verbose)
@@ -100,6 +121,7 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 		return CLI_EXIT_USAGE;
 	}
 	int status = listener_run(&cfg, proxy_url != NULL ? &proxy : NULL);
+	bufq_pool_drain();
 	proxy_finish(&proxy);
 	tls_setup_finish();
 	rng_finish();

@@ -401,7 +401,8 @@ static void feed_frames(struct tunnel *t, const uint8_t *data, size_t len)
 {
 	int rc = len > 0 ? ws_feed(t->ws, data, len) : WS_OK;
 	if (rc == WS_ERR_PROTOCOL) {
-		log_error("Otoroshi sent an invalid WebSocket frame for %s: closing the tunnel", t->peer);
+		log_error("Otoroshi sent an invalid WebSocket frame for %s: %s; closing the tunnel", t->peer,
+			  ws_error_detail(t->ws));
 		set_reason(t, "protocol error");
 		set_up(t, UP_CLOSING);
 		set_down(t, DOWN_ENDING);
@@ -452,7 +453,20 @@ static void up_on_connect(void *user, int status, const char *stage, const char 
 		return;
 	}
 	const struct tunnel_config *cfg = t->owner->cfg;
-	if (strcmp(stage, "proxy") == 0 || (t->owner->proxy != NULL && strcmp(stage, "connect") == 0))
+	if (status == UV_EMFILE || status == UV_ENFILE) {
+		/* Out of descriptors, every new tunnel fails the same way: say it
+		 * once a second, not once a tunnel. */
+		static uint64_t said_at, unsaid;
+		uint64_t now = uv_now(t->owner->loop);
+		if (said_at != 0 && now - said_at < 1000) {
+			unsaid++;
+		} else {
+			log_error("cannot open a connection to Otoroshi for %s: %s (raise 'ulimit -n' or lower "
+				  "--max-connections)%s", t->peer, uv_strerror(status), unsaid ? "; more tunnels failed so" : "");
+			said_at = now;
+			unsaid = 0;
+		}
+	} else if (strcmp(stage, "proxy") == 0 || (t->owner->proxy != NULL && strcmp(stage, "connect") == 0))
 		log_error("cannot reach Otoroshi at %s through the proxy %s:%u (%s) for %s: %s", cfg->host,
 			  t->owner->proxy->host, (unsigned)t->owner->proxy->port, t->owner->proxy->source, t->peer,
 			  detail ? detail : uv_strerror(status));

@@ -1,12 +1,29 @@
 /* ws: client WebSocket over wslay's event API; see ws.h. */
 #include "ws.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <wslay/wslay.h>
 
 #include "rng.h"
+
+/* A second, shallow reading of the incoming frame headers, only to say
+ * in words which rule a broken frame breaks: wslay rejects such frames
+ * (and answers with a Close) but does not say why. */
+struct track {
+	uint8_t hdr[14];
+	size_t hdr_len;
+	uint64_t left;     /* payload bytes of the current frame still to come */
+	uint8_t opcode;
+	bool in_payload;
+	bool in_message;   /* a fragmented data message is open */
+	bool text;         /* the open message is text */
+	uint8_t close[125];
+	size_t close_len;
+	char why[96];      /* the first rule broken, or "" */
+};
 
 struct ws {
 	wslay_event_context_ptr ctx;
@@ -22,6 +39,7 @@ struct ws {
 	uint8_t msg_opcode;
 	bool closed_seen;
 	bool send_blocked;
+	struct track track;
 	uint16_t close_queued;
 };
 
@@ -33,6 +51,145 @@ const char *ws_strerror(int err)
 	case WS_ERR_PROTOCOL: return "the gateway broke the WebSocket protocol";
 	case WS_ERR_CLOSED: return "the WebSocket is closing";
 	default: return "internal WebSocket error";
+	}
+}
+
+static void broke(struct track *k, const char *fmt, unsigned long long v)
+{
+	if (k->why[0] == '\0')
+		snprintf(k->why, sizeof(k->why), fmt, v);
+}
+
+static bool valid_utf8(const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		uint8_t c = s[i];
+		size_t more;
+		uint32_t cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			more = 1;
+			cp = c & 0x1f;
+		} else if ((c & 0xf0) == 0xe0) {
+			more = 2;
+			cp = c & 0x0f;
+		} else if ((c & 0xf8) == 0xf0) {
+			more = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i <= more)
+			return false;
+		for (size_t j = 1; j <= more; j++) {
+			if ((s[i + j] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + j] & 0x3f);
+		}
+		/* Overlong forms, surrogates and what lies past U+10FFFF. */
+		if ((more == 1 && cp < 0x80) || (more == 2 && cp < 0x800) || (more == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += more + 1;
+	}
+	return true;
+}
+
+static bool valid_close_code(unsigned code)
+{
+	return (code >= 1000 && code <= 1011 && code != 1004 && code != 1005 && code != 1006) ||
+	       (code >= 3000 && code <= 4999);
+}
+
+static void frame_done(struct track *k)
+{
+	if (k->opcode == WSLAY_CONNECTION_CLOSE) {
+		if (k->close_len == 1)
+			broke(k, "a Close frame with a 1-byte payload%.0llu", 0);
+		else if (k->close_len >= 2 && !valid_close_code((unsigned)(k->close[0] << 8 | k->close[1])))
+			broke(k, "a Close frame with the invalid code %llu", (unsigned long long)(k->close[0] << 8 | k->close[1]));
+		else if (k->close_len > 2 && !valid_utf8(k->close + 2, k->close_len - 2))
+			broke(k, "a Close reason that is not UTF-8%.0llu", 0);
+	}
+	k->in_payload = false;
+	k->hdr_len = 0;
+}
+
+/* Checks a complete header; returns its payload length. */
+static uint64_t header_done(struct track *k, size_t need)
+{
+	const uint8_t *h = k->hdr;
+	bool fin = h[0] & 0x80, masked = h[1] & 0x80;
+	unsigned rsv = (h[0] >> 4) & 7, op = h[0] & 0x0f, len7 = h[1] & 0x7f;
+	uint64_t len = len7;
+	if (len7 == 126)
+		len = (uint64_t)h[2] << 8 | h[3];
+	else if (len7 == 127)
+		for (int i = 0; i < 8; i++)
+			len = (i == 0 ? 0 : len << 8) | h[2 + i];
+	(void)need;
+	k->opcode = (uint8_t)op;
+	if (rsv != 0)
+		broke(k, "reserved bits (RSV1-3) set, with no extension agreed%.0llu", 0);
+	else if (masked)
+		broke(k, "a masked frame (a server must not mask)%.0llu", 0);
+	else if ((op >= 3 && op <= 7) || op >= 0xb)
+		broke(k, "the reserved opcode 0x%llX", op);
+	else if (op >= 8 && !fin)
+		broke(k, "a fragmented control frame%.0llu", 0);
+	else if (op >= 8 && len > 125)
+		broke(k, "a control frame of %llu bytes (at most 125)", (unsigned long long)len);
+	else if (op == 0 && !k->in_message)
+		broke(k, "a continuation frame with no message to continue%.0llu", 0);
+	else if ((op == 1 || op == 2) && k->in_message)
+		broke(k, "a new message inside an unfinished fragmented one%.0llu", 0);
+	else if (len7 == 127 && (h[2] & 0x80))
+		broke(k, "a frame length with its top bit set%.0llu", 0);
+	else if (len > ((uint64_t)1 << 31))
+		broke(k, "a frame announcing %llu bytes (too big: more than 2 GiB)", (unsigned long long)len);
+	if (op == 1 || op == 2) {
+		k->in_message = !fin;
+		k->text = op == 1;
+	} else if (op == 0 && fin) {
+		k->in_message = false;
+	}
+	if (op == WSLAY_CONNECTION_CLOSE)
+		k->close_len = 0;
+	return len;
+}
+
+static void track(struct track *k, const uint8_t *p, size_t n)
+{
+	while (n > 0 && k->why[0] == '\0') {
+		if (k->in_payload) {
+			size_t take = k->left < n ? (size_t)k->left : n;
+			if (k->opcode == WSLAY_CONNECTION_CLOSE) {
+				size_t room = sizeof(k->close) - k->close_len;
+				size_t c = take < room ? take : room;
+				memcpy(k->close + k->close_len, p, c);
+				k->close_len += c;
+			}
+			k->left -= take;
+			p += take;
+			n -= take;
+			if (k->left == 0)
+				frame_done(k);
+			continue;
+		}
+		k->hdr[k->hdr_len++] = *p++;
+		n--;
+		if (k->hdr_len < 2)
+			continue;
+		size_t len7 = k->hdr[1] & 0x7f;
+		size_t need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((k->hdr[1] & 0x80) ? 4 : 0);
+		if (k->hdr_len < need)
+			continue;
+		k->left = header_done(k, need);
+		k->in_payload = true;
+		if (k->left == 0)
+			frame_done(k);
 	}
 }
 
@@ -141,6 +298,7 @@ void ws_destroy(struct ws *ws)
 
 int ws_feed(struct ws *ws, const uint8_t *data, size_t len)
 {
+	track(&ws->track, data, len);
 	ws->in = data;
 	ws->in_len = len;
 	int rc = wslay_event_recv(ws->ctx);
@@ -153,8 +311,10 @@ int ws_feed(struct ws *ws, const uint8_t *data, size_t len)
 	if (rc != 0)
 		return WS_ERR_INTERNAL;
 	/* wslay answers a broken frame by queuing a Close and no longer
-	 * reading; a Close received is the normal way to stop reading. */
-	if (!wslay_event_get_read_enabled(ws->ctx) && !ws->closed_seen)
+	 * reading; a Close received is the normal way to stop reading. A
+	 * Close of one byte wslay takes as one without a code: it is broken
+	 * all the same. */
+	if (!wslay_event_get_read_enabled(ws->ctx) && (!ws->closed_seen || ws->track.why[0] != '\0'))
 		return WS_ERR_PROTOCOL;
 	return WS_OK;
 }
@@ -269,6 +429,15 @@ uint16_t ws_close_code_sent(const struct ws *ws)
 	if (!wslay_event_get_close_sent(ws->ctx))
 		return ws->close_queued;
 	return wslay_event_get_status_code_sent(ws->ctx);
+}
+
+const char *ws_error_detail(const struct ws *ws)
+{
+	if (ws->track.why[0] != '\0')
+		return ws->track.why;
+	if (ws->track.text)
+		return "invalid UTF-8 in a text frame";
+	return "a frame that breaks RFC 6455";
 }
 
 const char *ws_describe_code(uint16_t code)

@@ -78,6 +78,8 @@ bool ws_want_read(const struct ws *ws);
  * ws_queue_close, or 0. A Close queued jumps ahead of queued data, and the
  * data behind it is never sent. */
 uint16_t ws_close_code_sent(const struct ws *ws);
+/* After WS_ERR_PROTOCOL: which rule the gateway's frame broke, in words. */
+const char *ws_error_detail(const struct ws *ws);
 /* A few words for a Close status code (1000 "normal closure", ...). */
 const char *ws_describe_code(uint16_t code);
 
