@@ -18,6 +18,8 @@ sys.path.insert(0, str(HERE.parent / "gateway"))
 from harness import GatewayProcess  # noqa: E402
 from helpers import TunnelProcess, binary, clean_env  # noqa: E402
 from services import EchoServer  # noqa: E402
+# Fail any test whose tunnel process printed a sanitizer report.
+import sanitizer  # noqa: E402,F401
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,6 +16,8 @@ Every blocking call has a timeout; close() stops the server and every connection
 
 import base64
 import hashlib
+import os
+import re
 import socket
 import struct
 import threading
@@ -137,6 +139,7 @@ class HostileConn:
         self.peer_error = None
         self.send_error = None
         self.finished = threading.Event()
+        self.seen = []  # the client's frames, as serve_echo/echo_frames parsed them
 
     def send(self, data):
         """Writes `data` (a client that has gone may make this fail: recorded)."""
@@ -324,6 +327,48 @@ class HostileServer:
         self.close()
 
 
+# --- finding a quiet tunnel's port ---------------------------------------------------
+
+LISTEN_LINE = re.compile(r"TCP tunnel listening on 127\.0\.0\.1:(\d+) ")
+
+
+def listening_port(pid):
+    """The port a process listens on, from /proc/PID/net/tcp and its descriptors."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    with open(f"/proc/{pid}/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                return int(fields[1].split(":")[1], 16)
+    return None
+
+
+def wait_listening(t, timeout=10):
+    """The port, from the listening line or, at error and warn where that line is not
+    printed, from the process's listening socket."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with t.cond:
+            for line in t.lines:
+                m = LISTEN_LINE.search(line)
+                if m:
+                    return int(m.group(1))
+        if t.proc.poll() is not None:
+            break
+        port = listening_port(t.pid)
+        if port:
+            return port
+        time.sleep(0.02)
+    raise AssertionError(f"the tunnel did not listen; stderr:\n{t.text()}")
+
+
 # --- scripts ----------------------------------------------------------------------
 
 def serve_echo(conn, greeting=b""):
@@ -341,6 +386,7 @@ def echo_frames(conn, already=b""):
     deadline = time.monotonic() + IO_TIMEOUT
     while time.monotonic() < deadline and not conn.server.stopping:
         frames, rest = parse_frames(pending)
+        conn.seen += frames
         for f in frames:
             if f.opcode in (OP_BINARY, OP_CONT, OP_TEXT) and f.payload:
                 conn.send(binary(f.payload))

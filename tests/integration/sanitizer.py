@@ -13,9 +13,9 @@ running: so under a sanitized binary close() first asks the process to stop
 (SIGTERM, the tunnel's graceful stop) and waits up to GRACEFUL_TIMEOUT seconds for
 it before killing it. With a plain build close() behaves exactly as before.
 
-install() runs when this module is imported. test_hostile.py imports it, and pytest
-imports every test module before running any test, so a run that collects
-test_hostile.py checks every tunnel process of every test of the run (the existing
+install() runs when this module is imported. The test_hostile*.py modules import it, and pytest
+imports every test module before running any test, so a run that collects one of
+them checks every tunnel process of every test of the run (the existing
 modules included). `import sanitizer` in conftest.py would make it unconditional.
 """
 
@@ -25,11 +25,17 @@ import signal
 import subprocess
 import weakref
 
+# Anchored at the start of a line: the tunnel's own lines start with "[LEVEL ...]",
+# so text it logs (an Otoroshi error body saying "runtime error:") cannot match.
 REPORT_RE = re.compile(
-    r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|LeakSanitizer|runtime error:"
-    r"|WARNING: AddressSanitizer|ThreadSanitizer|MemorySanitizer"
+    r"^(==\d+==ERROR: (AddressSanitizer|LeakSanitizer)"
+    r"|==\d+==WARNING: AddressSanitizer"
+    r"|==\d+==LeakSanitizer"
+    r"|\S+:\d+(:\d+)?: runtime error: "
+    r"|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer))",
+    re.M,
 )
-GRACEFUL_TIMEOUT = 6.0
+GRACEFUL_TIMEOUT = 4.0
 
 _live = weakref.WeakSet()
 _sanitized = {}

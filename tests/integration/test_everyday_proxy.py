@@ -273,10 +273,13 @@ def test_second_sigint_exits_at_once(gateway, tunnel, service, tinyproxy):
     stubborn = service(StubbornServer)
     proxy = tinyproxy()
     g = gateway([public_route(stubborn.addr)])
-    t = tunnel(g, *PUBLIC, "--proxy", proxy.url, "--keepalive", "1")
+    t = tunnel(g, *PUBLIC, "--proxy", proxy.url, "--keepalive", "1", "-v")
     s = t.connect()
     s.sendall(b"hello")
     g.wait_records("request", 1)
+    # A tunnel still in its handshake ends at once on the first signal: wait
+    # for the WebSocket to be open, so that the graceful stop has to wait.
+    t.wait_for(r"WebSocket open for", 5)
     mark = t.mark()
     t.proc.send_signal(signal.SIGINT)
     t.wait_for(r"SIGINT received", 5, start=mark)
