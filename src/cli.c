@@ -84,10 +84,10 @@ static int usage(char *err, size_t errlen, const char *fmt, const char *a, const
 	return CLI_USAGE;
 }
 
-/* A decimal number from min to 65535 and nothing else. */
-static bool parse_port(const char *s, unsigned min, uint16_t *out)
+/* A decimal number from min to max and nothing else (no sign, no space). */
+static bool parse_number(const char *s, unsigned min, unsigned max, unsigned *out)
 {
-	if (*s == '\0' || strlen(s) > 5)
+	if (*s == '\0' || strlen(s) > 9)
 		return false;
 	unsigned v = 0;
 	for (const char *p = s; *p; p++) {
@@ -95,7 +95,16 @@ static bool parse_port(const char *s, unsigned min, uint16_t *out)
 			return false;
 		v = v * 10 + (unsigned)(*p - '0');
 	}
-	if (v < min || v > 65535)
+	if (v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_port(const char *s, unsigned min, uint16_t *out)
+{
+	unsigned v;
+	if (!parse_number(s, min, 65535, &v))
 		return false;
 	*out = (uint16_t)v;
 	return true;
@@ -195,15 +204,11 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_CLIENT_SECRET: cfg->apikey_client_secret = v; break;
 	case OPT_BEARER: cfg->bearer_token = v; break;
 	case OPT_SESSION: cfg->session_token = v; break;
-	case OPT_KEEPALIVE: {
-		char *end;
-		unsigned long secs = strtoul(v, &end, 10);
-		if (*v < '0' || *v > '9' || *end != '\0' || secs > 86400)
+	case OPT_KEEPALIVE:
+		if (!parse_number(v, 0, 86400, &cfg->keepalive))
 			return usage(err, errlen, "--keepalive: '%s' is not a number of seconds from 0 (off) to 86400%s",
 				     v, "");
-		cfg->keepalive = (unsigned)secs;
 		break;
-	}
 	case OPT_CLIENT_SECRET_FILE:
 	case OPT_BEARER_FILE:
 	case OPT_SESSION_FILE:
@@ -213,14 +218,10 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_PROFILE: cfg->profile = v; break;
 	case OPT_CONFIG: cfg->config_file = v; break;
 	case OPT_LIST_PROFILES: cfg->list_profiles = true; break;
-	case OPT_MAX_CONNECTIONS: {
-		char *end;
-		unsigned long n = strtoul(v, &end, 10);
-		if (*v < '0' || *v > '9' || *end != '\0' || n == 0 || n > 1000000)
+	case OPT_MAX_CONNECTIONS:
+		if (!parse_number(v, 1, 1000000, &cfg->max_connections))
 			return usage(err, errlen, "--max-connections: '%s' is not a number from 1 to 1000000%s", v, "");
-		cfg->max_connections = (unsigned)n;
 		break;
-	}
 	case OPT_CA_CERT: cfg->ca_cert = v; break;
 	case OPT_CLIENT_CERT: cfg->client_cert = v; break;
 	case OPT_CLIENT_KEY: cfg->client_key = v; break;
