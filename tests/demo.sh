@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/deps.sh
-ensure_deps
+ensure_deps "$OTOROSHICTL_BUILD_PACKAGES"
 ensure_build build
 
 work=$(mktemp -d)

@@ -1,13 +1,16 @@
 # Sourced by tests/run.sh and tests/demo.sh: makes sure the Debian packages
 # that building and testing need are installed, installing the missing ones
 # when running as root.
-OTOROSHICTL_PACKAGES="build-essential pkg-config meson ninja-build libuv1-dev libwslay-dev libmbedtls-dev \
-libinih-dev libcmocka-dev scdoc valgrind clang libclang-rt-14-dev python3 python3-websockets python3-pytest \
+# What building and the demo need, then what the whole test suite adds.
+OTOROSHICTL_BUILD_PACKAGES="build-essential pkg-config meson ninja-build libuv1-dev libwslay-dev libmbedtls-dev \
+libinih-dev libcmocka-dev scdoc python3 python3-websockets"
+OTOROSHICTL_PACKAGES="$OTOROSHICTL_BUILD_PACKAGES valgrind clang libclang-rt-14-dev python3-pytest \
 redis-server redis-tools socat openssl openssh-server openssh-client tinyproxy zsh fish"
 
+# ensure_deps [PACKAGES]: the whole list by default.
 ensure_deps() {
 	local missing=()
-	for p in $OTOROSHICTL_PACKAGES; do
+	for p in ${1:-$OTOROSHICTL_PACKAGES}; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
