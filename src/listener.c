@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "log.h"
 #include "tunnel.h"
+#include "url.h"
 
 /* The tunnel's link fields come first in struct tunnel (see tunnel.c); the
  * listener only walks the list, through this view of it. */
@@ -271,20 +272,6 @@ static int resolve_local(const struct tunnel_config *cfg, struct sockaddr_storag
 	return 0;
 }
 
-static void format_sockaddr(const struct sockaddr_storage *ss, char *out, size_t outlen)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-		uv_ip6_name(s6, ip, sizeof(ip));
-		snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-		uv_ip4_name(s4, ip, sizeof(ip));
-		snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
-	}
-}
-
 static void format_remote(const struct tunnel_config *cfg, char *out, size_t outlen)
 {
 	if (cfg->remote_host == NULL) {
@@ -336,7 +323,7 @@ static int bind_and_listen(struct listener *l, char *where, size_t wherelen)
 		return rc;
 	int len = sizeof(ss);
 	if (uv_tcp_getsockname(&l->server, (struct sockaddr *)&ss, &len) == 0)
-		format_sockaddr(&ss, where, wherelen);
+		url_format_sockaddr((const struct sockaddr *)&ss, where, wherelen);
 	return 0;
 }
 

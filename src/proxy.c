@@ -10,6 +10,8 @@
 
 #include <mbedtls/base64.h>
 
+#include "url.h"
+
 static int hexval(int c)
 {
 	if (c >= '0' && c <= '9')
@@ -185,19 +187,10 @@ bool proxy_exempt(const char *no_proxy, const char *host, uint16_t port)
 {
 	if (no_proxy == NULL)
 		return false;
-	const char *p = no_proxy;
-	while (*p) {
-		while (*p == ',' || *p == ' ' || *p == '\t')
-			p++;
-		const char *start = p;
-		while (*p && *p != ',')
-			p++;
-		const char *end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if (end > start && entry_matches(start, (size_t)(end - start), host, port))
+	size_t len;
+	for (const char *item; (item = url_next_item(&no_proxy, &len)) != NULL;)
+		if (len > 0 && entry_matches(item, len, host, port))
 			return true;
-	}
 	return false;
 }
 

@@ -756,19 +756,9 @@ static void format_peer(const uv_tcp_t *tcp, char *out, size_t outlen)
 {
 	struct sockaddr_storage ss;
 	int len = sizeof(ss);
-	char ip[INET6_ADDRSTRLEN] = "?";
 	snprintf(out, outlen, "?");
-	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0)
-		return;
-	if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-		uv_ip6_name(s6, ip, sizeof(ip));
-		snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
-		uv_ip4_name(s4, ip, sizeof(ip));
-		snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
-	}
+	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0)
+		url_format_sockaddr((const struct sockaddr *)&ss, out, outlen);
 }
 
 static void free_unlinked(uv_handle_t *handle)

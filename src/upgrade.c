@@ -144,20 +144,10 @@ void upgrade_response_init(struct upgrade_response *r, const char *expected_acce
 /* Does the comma-separated list `value` hold `token` (case-insensitive)? */
 static bool has_token(const char *value, const char *token)
 {
-	size_t tlen = strlen(token);
-	const char *p = value;
-	while (*p) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		const char *start = p;
-		while (*p && *p != ',')
-			p++;
-		const char *end = p;
-		while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-			end--;
-		if ((size_t)(end - start) == tlen && strncasecmp(start, token, tlen) == 0)
+	size_t tlen = strlen(token), len;
+	for (const char *item; (item = url_next_item(&value, &len)) != NULL;)
+		if (len == tlen && strncasecmp(item, token, tlen) == 0)
 			return true;
-	}
 	return false;
 }
 

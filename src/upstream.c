@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "url.h"
 
 static void try_next(struct upstream *u);
 
@@ -288,20 +289,6 @@ static void on_attempt_closed(uv_handle_t *handle)
 	try_next(u);
 }
 
-static void format_addr(const struct sockaddr *sa, char *out, size_t outlen)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-		uv_ip6_name(s6, ip, sizeof(ip));
-		snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-		uv_ip4_name(s4, ip, sizeof(ip));
-		snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
-	}
-}
-
 /* Connects to the next address, or reports the last failure. */
 static void try_next(struct upstream *u)
 {
@@ -316,7 +303,7 @@ static void try_next(struct upstream *u)
 		u->next = ai->ai_next;
 		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
 			continue;
-		format_addr(ai->ai_addr, u->peer, sizeof(u->peer));
+		url_format_sockaddr(ai->ai_addr, u->peer, sizeof(u->peer));
 		int rc = uv_tcp_init(u->loop, &u->tcp);
 		if (rc < 0) {
 			u->last_error = rc;

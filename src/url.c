@@ -2,6 +2,7 @@
 #include "url.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -132,6 +133,40 @@ int url_parse_host(const char *host, bool tls, char *name, size_t namelen, uint1
 	if (rc != URL_OK)
 		return rc;
 	return parse_port(colon + 1, colon + 1 + strlen(colon + 1), port);
+}
+
+void url_format_sockaddr(const struct sockaddr *sa, char *out, size_t outlen)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+		snprintf(out, outlen, "[%s]:%u", ip, ntohs(s6->sin6_port));
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+		snprintf(out, outlen, "%s:%u", ip, ntohs(s4->sin_port));
+	}
+}
+
+const char *url_next_item(const char **p, size_t *len)
+{
+	const char *s = *p;
+	while (*s == ' ' || *s == '\t' || *s == ',')
+		s++;
+	if (*s == '\0') {
+		*p = s;
+		return NULL;
+	}
+	const char *start = s;
+	while (*s && *s != ',')
+		s++;
+	const char *end = s;
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*p = s;
+	*len = (size_t)(end - start);
+	return start;
 }
 
 size_t url_build_target(char *out, size_t outlen, const struct tunnel_config *cfg, bool redact)

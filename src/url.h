@@ -35,6 +35,15 @@ size_t url_percent_encode(char *out, size_t outlen, const char *in);
  * Returns URL_OK or a negative url_error. */
 int url_parse_host(const char *host, bool tls, char *name, size_t namelen, uint16_t *port);
 
+/* Writes a socket address as `1.2.3.4:80` or `[::1]:80` into out. */
+struct sockaddr;
+void url_format_sockaddr(const struct sockaddr *sa, char *out, size_t outlen);
+
+/* Steps through a comma-separated header or variable value: returns the
+ * next item with its surrounding blanks trimmed (*len bytes long, maybe 0),
+ * or NULL at the end, and moves *p past it. */
+const char *url_next_item(const char **p, size_t *len);
+
 /* Writes the request target `/.well-known/otoroshi/tunnel?transport=tcp...`
  * for cfg into out. With redact, the session token is written as
  * `<redacted>` so that the result may be logged. Returns the length the
