@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "tcpinfo.h"
 #include "url.h"
 
 static void try_next(struct upstream *u);
@@ -32,6 +33,23 @@ void upstream_use_tls(struct upstream *u, const char *name)
 void upstream_use_proxy(struct upstream *u, const struct proxy *proxy)
 {
 	u->proxy = proxy;
+}
+
+void upstream_use_probes(struct upstream *u, unsigned seconds)
+{
+	u->probe_every = seconds;
+}
+
+void upstream_sample(const struct upstream *u, struct liveness_sample *s)
+{
+	*s = (struct liveness_sample){0};
+	if (u->state != UPSTREAM_CONNECTED)
+		return;
+	s->written = writer_progress(&u->w);
+	s->queued = upstream_pending(u);
+	uv_os_fd_t fd;
+	if (uv_fileno((const uv_handle_t *)&u->tcp, &fd) == 0)
+		tcpinfo_sample(fd, s);
 }
 
 bool upstream_tls_resumed(const struct upstream *u)
@@ -266,6 +284,10 @@ static void on_connected(uv_connect_t *req, int status)
 	uv_freeaddrinfo(u->addrs);
 	u->addrs = u->next = NULL;
 	uv_tcp_nodelay(&u->tcp, 1);
+	uv_os_fd_t fd;
+	if (u->probe_every > 0 && uv_fileno((const uv_handle_t *)&u->tcp, &fd) == 0 &&
+	    tcpinfo_keepalive(fd, u->probe_every) != 0)
+		log_debug("cannot turn TCP keepalive probes on for %s", u->peer);
 	writer_init(&u->w, (uv_stream_t *)&u->tcp, on_write_done);
 	if (u->proxy != NULL) {
 		send_connect(u);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "liveness.h"
 #include "proxy.h"
 #include "tls.h"
 #include "writer.h"
@@ -60,6 +61,7 @@ struct upstream {
 
 	struct writer w;
 	bool reading;
+	unsigned probe_every; /* seconds between TCP keepalive probes; 0: none */
 
 	/* With --tls: the session, and the plaintext waiting to be sealed
 	 * into records at the next flush (so that many small writes make few
@@ -83,6 +85,11 @@ void upstream_use_tls(struct upstream *u, const char *name);
 /* Reach the gateway through this HTTP CONNECT proxy (it must outlive the
  * upstream). Call before upstream_connect. */
 void upstream_use_proxy(struct upstream *u, const struct proxy *proxy);
+/* Has the kernel probe the idle connection every `seconds` (see tcpinfo.h).
+ * Call before upstream_connect. */
+void upstream_use_probes(struct upstream *u, unsigned seconds);
+/* What the keepalive needs to know of the connection now (liveness.h). */
+void upstream_sample(const struct upstream *u, struct liveness_sample *s);
 /* True when the TLS session of this connection was resumed. */
 bool upstream_tls_resumed(const struct upstream *u);
 /* Starts resolving name and connecting to port. Returns 0 or a negative uv

@@ -8,6 +8,7 @@ void writer_init(struct writer *w, uv_stream_t *stream, writer_done_cb done)
 	w->stream = stream;
 	bufq_init(&w->q);
 	w->inflight = 0;
+	w->written = 0;
 	w->done = done;
 	w->error = 0;
 	w->req.data = w;
@@ -37,6 +38,8 @@ static void on_write(uv_write_t *req, int status)
 {
 	struct writer *w = req->data;
 	bufq_consume(&w->q, w->inflight);
+	if (status == 0)
+		w->written += w->inflight;
 	w->inflight = 0;
 	if (status < 0 && w->error == 0)
 		w->error = status;
@@ -63,6 +66,14 @@ int writer_flush(struct writer *w)
 	}
 	w->inflight = total;
 	return 0;
+}
+
+uint64_t writer_progress(const struct writer *w)
+{
+	if (w->inflight == 0)
+		return w->written;
+	size_t left = uv_stream_get_write_queue_size(w->stream);
+	return w->written + (left < w->inflight ? w->inflight - left : 0);
 }
 
 void writer_alloc_read_buffer(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)

@@ -21,7 +21,8 @@ typedef void (*writer_done_cb)(struct writer *w, int status);
 struct writer {
 	uv_stream_t *stream;
 	struct bufq q;
-	size_t inflight; /* bytes of q handed to the kernel, not yet confirmed */
+	size_t inflight; /* bytes of q handed to uv_write, not yet confirmed */
+	uint64_t written; /* bytes confirmed written, ever */
 	uv_write_t req;
 	writer_done_cb done;
 	int error; /* the first write error, sticky */
@@ -41,6 +42,9 @@ static inline size_t writer_pending(const struct writer *w)
 {
 	return w->q.len;
 }
+/* Bytes the kernel took, ever, counting a write in flight as far as it
+ * went: it moves while a slow peer drains a long write. */
+uint64_t writer_progress(const struct writer *w);
 
 
 /* The loop's one read buffer, as a libuv alloc callback. Every read
