@@ -13,7 +13,7 @@ enum opt_id {
 	OPT_HOST, OPT_TLS, OPT_LOCAL_HOST, OPT_LOCAL_PORT, OPT_REMOTE_HOST, OPT_REMOTE_PORT,
 	OPT_ACCESS_TYPE, OPT_CLIENT_ID, OPT_CLIENT_SECRET, OPT_BEARER, OPT_SESSION,
 	OPT_CLIENT_SECRET_FILE, OPT_BEARER_FILE, OPT_SESSION_FILE,
-	OPT_KEEPALIVE, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
+	OPT_KEEPALIVE, OPT_LINGER, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
 	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
 	OPT_VERBOSE, OPT_HELP,
@@ -50,6 +50,7 @@ static const struct opt opts[] = {
 	{"bearer-token-file", 0, true, OPT_BEARER_FILE, ANYWHERE, OPT_BEARER, false},
 	{"session-token-file", 0, true, OPT_SESSION_FILE, ANYWHERE, OPT_SESSION, false},
 	{"keepalive", 0, true, OPT_KEEPALIVE, ANYWHERE, OPT_KEEPALIVE, false},
+	{"linger", 0, true, OPT_LINGER, ANYWHERE, OPT_LINGER, false},
 	{"max-connections", 0, true, OPT_MAX_CONNECTIONS, ANYWHERE, OPT_MAX_CONNECTIONS, false},
 	{"proxy", 0, true, OPT_PROXY, ANYWHERE, OPT_PROXY, true},
 	{"stdio", 0, false, OPT_STDIO, IN_ARGV, OPT_STDIO, false},
@@ -67,6 +68,55 @@ static const struct opt opts[] = {
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
+/* The reference client's global options (PROTOCOL.md section 7), which
+ * tcp-tunnel accepts anywhere and ignores, so that aliases written for it
+ * work unchanged. -v/--verbose is a real option here. */
+static const struct {
+	const char *long_name;
+	char short_name;
+	bool takes_value;
+} reference_globals[] = {
+	{"ouput", 'o', true},
+	{"config-file", 'c', true},
+	{"otoroshi-cluster-tls", 0, false},
+	{"otoroshi-cluster-hostname", 0, true},
+	{"otoroshi-cluster-port", 0, true},
+	{"otoroshi-cluster-routing-tls", 0, false},
+	{"otoroshi-cluster-routing-hostname", 0, true},
+	{"otoroshi-cluster-routing-port", 0, true},
+	{"otoroshi-user-client-id", 0, true},
+	{"otoroshi-user-client-secret", 0, true},
+	{"otoroshi-user-health-key", 0, true},
+	{"otoroshi-cluster-cert-location", 0, true},
+	{"otoroshi-cluster-key-location", 0, true},
+	{"otoroshi-cluster-ca-location", 0, true},
+};
+
+int cli_skip_reference_global(int argc, char **argv, int i, const char **name)
+{
+	const char *arg = argv[i];
+	for (size_t k = 0; k < sizeof(reference_globals) / sizeof(reference_globals[0]); k++) {
+		bool takes = reference_globals[k].takes_value;
+		*name = reference_globals[k].long_name;
+		if (strncmp(arg, "--", 2) == 0) {
+			size_t len = strlen(*name);
+			if (strncmp(arg + 2, *name, len) != 0)
+				continue;
+			if (arg[2 + len] == '\0')
+				return !takes ? 1 : i + 1 < argc ? 2 : -1;
+			if (arg[2 + len] == '=')
+				return takes ? 1 : -1;
+		} else if (reference_globals[k].short_name != 0 && arg[0] == '-' &&
+			   arg[1] == reference_globals[k].short_name) {
+			if (arg[2] != '\0')
+				return 1; /* -oVALUE */
+			return i + 1 < argc ? 2 : -1;
+		}
+	}
+	*name = NULL;
+	return 0;
+}
+
 
 void cli_defaults(struct tunnel_config *cfg)
 {
@@ -75,6 +125,7 @@ void cli_defaults(struct tunnel_config *cfg)
 	cfg->local_port = 2222;
 	cfg->access = ACCESS_APIKEY;
 	cfg->keepalive = 30;
+	cfg->linger_ms = 2000;
 	cfg->max_connections = 1024;
 }
 
@@ -98,6 +149,37 @@ static bool parse_number(const char *s, unsigned min, unsigned max, unsigned *ou
 	if (v < min || v > max)
 		return false;
 	*out = v;
+	return true;
+}
+
+/* Seconds as a decimal with at most three decimals ("2", "0.5"), from 0 to
+ * max_s, in milliseconds. */
+static bool parse_seconds_ms(const char *s, unsigned max_s, unsigned *out_ms)
+{
+	char whole[16];
+	const char *dot = strchr(s, '.');
+	size_t wl = dot ? (size_t)(dot - s) : strlen(s);
+	if (wl == 0 || wl >= sizeof(whole))
+		return false;
+	memcpy(whole, s, wl);
+	whole[wl] = '\0';
+	unsigned secs, ms = 0;
+	if (!parse_number(whole, 0, max_s, &secs))
+		return false;
+	if (dot != NULL) {
+		size_t fl = strlen(dot + 1);
+		if (fl == 0 || fl > 3)
+			return false;
+		for (size_t i = 0; i < 3; i++) {
+			char c = i < fl ? dot[1 + i] : '0';
+			if (c < '0' || c > '9')
+				return false;
+			ms = ms * 10 + (unsigned)(c - '0');
+		}
+	}
+	if (secs == max_s && ms > 0)
+		return false;
+	*out_ms = secs * 1000 + ms;
 	return true;
 }
 
@@ -208,6 +290,11 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 		if (!parse_number(v, 0, 86400, &cfg->keepalive))
 			return usage(err, errlen, "--keepalive: '%s' is not a number of seconds from 0 (off) to 86400%s",
 				     v, "");
+		break;
+	case OPT_LINGER:
+		if (!parse_seconds_ms(v, 3600, &cfg->linger_ms))
+			return usage(err, errlen, "--linger: '%s' is not a number of seconds from 0 (Close at once) to 3600, "
+				     "such as 2 or 0.5%s", v, "");
 		break;
 	case OPT_CLIENT_SECRET_FILE:
 	case OPT_BEARER_FILE:
@@ -372,6 +459,17 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 		const char *arg = argv[i];
 		const struct opt *o = NULL;
 		const char *value = NULL;
+		const char *ignored;
+		int skip = cli_skip_reference_global(argc, argv, i, &ignored);
+		if (skip < 0)
+			return usage(err, errlen, "%s needs a value (it is one of the reference client's global "
+				     "options, which tcp-tunnel ignores)%s", arg, "");
+		if (skip > 0) {
+			if (cfg->n_ignored < sizeof(cfg->ignored) / sizeof(cfg->ignored[0]))
+				cfg->ignored[cfg->n_ignored++] = ignored;
+			i += skip - 1;
+			continue;
+		}
 		if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
 			const char *name = arg + 2;
 			const char *eq = strchr(name, '=');
@@ -464,8 +562,12 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "      --proxy <URL>\n"
 	      "          Reach Otoroshi through this HTTP proxy (http://[user:password@]host:port)\n"
 	      "      --keepalive <SECONDS>\n"
-	      "          Ping an idle tunnel's gateway at this interval; no answer within two ends the tunnel\n"
+	      "          Ping an idle tunnel's gateway at this interval, which keeps quiet tunnels open through\n"
+	      "          Otoroshi's idle timeout; no sign of life within two intervals ends the tunnel\n"
 	      "          (0 turns it off) [default: 30]\n"
+	      "      --linger <SECONDS>\n"
+	      "          After the local client ends its input, keep delivering the reply until Otoroshi has\n"
+	      "          sent nothing for this long, then Close (0: Close at once) [default: 2]\n"
 	      "      --max-connections <N>\n"
 	      "          Tunnels open at once; connections beyond are refused at once [default: 1024]\n"
 	      "      --ca-cert <FILE>\n"
@@ -485,7 +587,8 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "\n"
 	      "Environment:\n"
 	      "  OTOROSHICTL   log level: error, warn, info (default), debug or trace\n"
-	      "  NO_COLOR      set to turn colours off\n"
+	      "  OTOROSHICTL_LOG_STYLE   colours: auto (default: on a terminal), always or never\n"
+	      "  NO_COLOR      set to turn colours off (wins over OTOROSHICTL_LOG_STYLE)\n"
 	      "  SSL_CERT_FILE, SSL_CERT_DIR   the trust store for --tls without --ca-cert\n"
 	      "  OTOROSHI_APIKEY_CLIENT_ID, OTOROSHI_APIKEY_CLIENT_SECRET, OTOROSHI_BEARER_TOKEN,\n"
 	      "  OTOROSHI_SESSION_TOKEN        credentials (a flag wins over them, they win over a profile)\n"

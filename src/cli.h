@@ -32,6 +32,12 @@ void cli_defaults(struct tunnel_config *cfg);
  * cfg->warning may hold a warning to show. Call config_finish after. */
 int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char *err, size_t errlen);
 
+/* When argv[i] is one of the reference client's global options (which
+ * tcp-tunnel ignores), returns how many arguments it takes up (1 or 2, the
+ * value included) and sets *name to its long name; returns 0 for any other
+ * argument, and -1 when its value is missing. */
+int cli_skip_reference_global(int argc, char **argv, int i, const char **name);
+
 void cli_print_tcp_tunnel_help(FILE *out);
 /* The i-th option of tcp-tunnel (NULL past the last): its long name, its
  * short letter (0 when none), and whether it takes a value. */

@@ -49,6 +49,7 @@ struct tunnel_config {
 	const char *session_token;
 
 	unsigned keepalive; /* seconds between pings on an idle tunnel; 0: none */
+	unsigned linger_ms; /* after a local end, the gateway's silence that sends the Close */
 	unsigned max_connections; /* tunnels open at once; more are refused */
 	const char *proxy;  /* --proxy URL, or NULL */
 	bool stdio;         /* one tunnel over standard input and output */
@@ -58,6 +59,9 @@ struct tunnel_config {
 	bool list_profiles;
 
 	bool verbose;
+	/* The reference client's global options that were given and ignored. */
+	const char *ignored[24];
+	size_t n_ignored;
 
 	/* A warning for the user (a secret in a file others can read), or "". */
 	char warning[512];

@@ -272,18 +272,29 @@ static int resolve_local(const struct tunnel_config *cfg, struct sockaddr_storag
 	return 0;
 }
 
+/* The remote as the reference client shows it: HOST:PORT, or what it has of
+ * them (HOST, or :PORT), or the route's own target. */
 static void format_remote(const struct tunnel_config *cfg, char *out, size_t outlen)
 {
-	if (cfg->remote_host == NULL) {
+	if (cfg->remote_host == NULL && cfg->remote_port == 0) {
 		snprintf(out, outlen, "(defined in otoroshi target)");
 		return;
 	}
-	bool v6 = strchr(cfg->remote_host, ':') != NULL && cfg->remote_host[0] != '[';
+	const char *h = cfg->remote_host ? cfg->remote_host : "";
+	bool v6 = strchr(h, ':') != NULL && h[0] != '[';
 	if (cfg->remote_port != 0)
-		snprintf(out, outlen, "%s%s%s:%u", v6 ? "[" : "", cfg->remote_host, v6 ? "]" : "",
-			 (unsigned)cfg->remote_port);
+		snprintf(out, outlen, "%s%s%s:%u", v6 ? "[" : "", h, v6 ? "]" : "", (unsigned)cfg->remote_port);
 	else
-		snprintf(out, outlen, "%s", cfg->remote_host);
+		snprintf(out, outlen, "%s", h);
+}
+
+/* Otoroshi splits the target on ':' (PROTOCOL.md section 6): an IPv6
+ * literal cannot reach it. */
+static void warn_ipv6_remote(const struct tunnel_config *cfg)
+{
+	if (cfg->remote_host != NULL && strchr(cfg->remote_host, ':') != NULL)
+		log_warn("--remote-host %s is an IPv6 address: Otoroshi splits the route's target on ':' and "
+			 "cannot reach it; use a host name that resolves to it", cfg->remote_host);
 }
 
 static bool bound_to_loopback(struct listener *l)
@@ -370,6 +381,7 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 	l.proxy = proxy;
 	signal(SIGPIPE, SIG_IGN);
 
+	warn_ipv6_remote(cfg);
 	if (cfg->stdio)
 		return run_stdio(&l);
 	char where[INET6_ADDRSTRLEN + 16];

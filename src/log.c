@@ -37,17 +37,27 @@ enum log_level log_level_parse(const char *name)
 
 int log_init(void)
 {
+	int bad = 0;
+	const char *style = getenv("OTOROSHICTL_LOG_STYLE");
+	use_colour = isatty(STDERR_FILENO);
+	if (style != NULL && strcasecmp(style, "always") == 0)
+		use_colour = true;
+	else if (style != NULL && strcasecmp(style, "never") == 0)
+		use_colour = false;
+	else if (style != NULL && style[0] != '\0' && strcasecmp(style, "auto") != 0)
+		bad |= LOG_INIT_BAD_STYLE;
 	const char *no_colour = getenv("NO_COLOR");
-	use_colour = isatty(STDERR_FILENO) && (no_colour == NULL || no_colour[0] == '\0');
+	if (no_colour != NULL && no_colour[0] != '\0')
+		use_colour = false;
 	const char *env = getenv("OTOROSHICTL");
 	if (env == NULL || env[0] == '\0')
-		return 0;
+		return bad;
 	enum log_level l = log_level_parse(env);
 	if (l == 0)
-		return -1;
+		return bad | LOG_INIT_BAD_LEVEL;
 	current_level = l;
 	level_from_env = true;
-	return 0;
+	return bad;
 }
 
 void log_default(enum log_level level)

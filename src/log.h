@@ -2,8 +2,10 @@
  * `[LEVEL otoroshictl::tunnels::tcp] message` (env_logger style).
  *
  * The level comes from the OTOROSHICTL environment variable (error, warn,
- * info, debug, trace; default info) and -v raises it to debug. Colour is used
- * only when stderr is a terminal and NO_COLOR is unset.
+ * info, debug, trace; default info) and -v raises it to debug. Colour follows
+ * OTOROSHICTL_LOG_STYLE (auto: only when stderr is a terminal; always;
+ * never), as env_logger's style variable does; NO_COLOR turns it off
+ * whatever the style says.
  *
  * Secrets are never handed to this layer: callers log redacted URLs and
  * never format a credential, so nothing here needs to scrub strings. */
@@ -20,9 +22,12 @@ enum log_level {
 	LOG_TRACE,
 };
 
-/* Reads OTOROSHICTL and NO_COLOR and checks whether stderr is a terminal.
- * Returns 0, or -1 when OTOROSHICTL holds an unknown level (the level then
- * stays at info and the caller may warn). */
+/* Reads OTOROSHICTL, OTOROSHICTL_LOG_STYLE and NO_COLOR, and checks whether
+ * stderr is a terminal. Returns 0, or LOG_INIT_BAD_LEVEL and/or
+ * LOG_INIT_BAD_STYLE when a variable holds an unknown value (the default is
+ * then kept and the caller may warn). */
+#define LOG_INIT_BAD_LEVEL 1
+#define LOG_INIT_BAD_STYLE 2
 int log_init(void);
 /* The level when OTOROSHICTL does not set one (--stdio keeps quiet). */
 void log_default(enum log_level level);

@@ -48,7 +48,20 @@ static void raise_fd_limit(void)
 		  (unsigned long long)raised.rlim_cur);
 }
 
-static int run_tcp_tunnel(int argc, char **argv, bool verbose)
+/* The reference client's global options, given before the command. */
+struct ignored {
+	const char *names[16];
+	size_t n;
+};
+
+static void say_ignored(const char *const *names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		log_debug("ignoring --%s: one of the reference client's global options, which tcp-tunnel does not use",
+			  names[i]);
+}
+
+static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct ignored *before)
 {
 	struct tunnel_config cfg;
 	char err[512];
@@ -81,6 +94,8 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose)
 		log_default(LOG_WARN);
 	if (verbose || cfg.verbose)
 		log_raise(LOG_DEBUG);
+	say_ignored(before->names, before->n);
+	say_ignored(cfg.ignored, cfg.n_ignored);
 	if (cfg.warning[0] != '\0')
 		log_warn("%s", cfg.warning);
 	raise_fd_limit();
@@ -137,10 +152,23 @@ static bool is_tcp_tunnel(const char *cmd)
 int main(int argc, char **argv)
 {
 	bool verbose = false;
-	bool bad_level = log_init() != 0;
+	int bad_env = log_init();
+	struct ignored before = {.n = 0};
 	int i = 1;
 	for (; i < argc; i++) {
 		const char *a = argv[i];
+		const char *name;
+		int skip = cli_skip_reference_global(argc, argv, i, &name);
+		if (skip < 0) {
+			fprintf(stderr, "error: %s needs a value\n", a);
+			return CLI_EXIT_USAGE;
+		}
+		if (skip > 0) {
+			if (before.n < sizeof(before.names) / sizeof(before.names[0]))
+				before.names[before.n++] = name;
+			i += skip - 1;
+			continue;
+		}
 		if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
 			verbose = true;
 		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -153,15 +181,17 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	if (bad_level)
+	if (bad_env & LOG_INIT_BAD_LEVEL)
 		log_warn("OTOROSHICTL holds an unknown log level (use error, warn, info, debug or trace): using info");
+	if (bad_env & LOG_INIT_BAD_STYLE)
+		log_warn("OTOROSHICTL_LOG_STYLE holds an unknown style (use auto, always or never): using auto");
 	if (i >= argc) {
 		cli_print_main_help(stderr);
 		return CLI_EXIT_USAGE;
 	}
 	const char *cmd = argv[i];
 	if (is_tcp_tunnel(cmd))
-		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose);
+		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose, &before);
 	if (strcmp(cmd, "completions") == 0) {
 		if (i + 1 >= argc || completions_print(argv[i + 1], stdout) != 0) {
 			fprintf(stderr, "error: completions needs a shell: bash, zsh or fish (as in "

@@ -6,10 +6,14 @@
  * else starts or stops reading, so the watermarks are decided in one place.
  *
  * Directions:
- *   up   (local -> gateway): OPEN -> EOF -> CLOSING -> CLOSED
- *        EOF: the local client finished sending; Close 1000 follows the data.
- *        CLOSING: a Close frame is queued; CLOSED: it is on the wire, or
- *        nothing more can be sent.
+ *   up   (local -> gateway): OPEN -> EOF -> LINGER -> CLOSING -> CLOSED
+ *        EOF: the local client finished sending; what it sent is still
+ *        going out. LINGER: all of it is on the wire, and the WebSocket
+ *        stays open while the gateway keeps sending: a WebSocket has no
+ *        half-close, and Otoroshi drops whatever the target sends after a
+ *        Close (PROTOCOL.md section 5), so the Close waits for --linger of
+ *        the gateway's silence. CLOSING: a Close frame is queued; CLOSED:
+ *        it is on the wire, or nothing more can be sent.
  *   down (gateway -> local): OPEN -> ENDING -> SHUT -> CLOSED
  *        ENDING: the gateway is done (Close or end of socket): what it sent
  *        is still being written to the local client; SHUT: FIN requested;
@@ -21,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "liveness.h"
 #include "listener.h"
 #include "log.h"
 #include "rng.h"
@@ -41,11 +46,13 @@ union any_stream {
 struct stdio_pair {
 	union any_stream in, out;
 };
-enum up_state { UP_OPEN, UP_EOF, UP_CLOSING, UP_CLOSED };
+enum up_state { UP_OPEN, UP_EOF, UP_LINGER, UP_CLOSING, UP_CLOSED };
 enum down_state { DOWN_OPEN, DOWN_ENDING, DOWN_SHUT, DOWN_CLOSED };
+/* What the tunnel's one timer is counting down. */
+enum timer_use { TIMER_NONE, TIMER_HANDSHAKE, TIMER_LINGER, TIMER_DRAIN };
 
 static const char *const phase_names[] = {"connecting", "handshake", "open", "closed"};
-static const char *const up_names[] = {"open", "eof", "closing", "closed"};
+static const char *const up_names[] = {"open", "eof", "linger", "closing", "closed"};
 static const char *const down_names[] = {"open", "ending", "shut", "closed"};
 
 struct tunnel {
@@ -73,17 +80,21 @@ struct tunnel {
 	struct upstream upstream;
 	bool upstream_paused;
 	bool upstream_closing;
+	bool gateway_gone; /* its connection ended, or it stopped answering */
 
 	struct ws *ws;
 	struct upgrade_response *resp; /* only during the handshake */
 	struct bufq hold; /* local bytes read before the WebSocket is open */
 
-	uv_timer_t timer; /* handshake timeout, then the idle limit of the ending */
-	bool ending;        /* a direction has started to end */
-	bool linger_over;   /* gave up waiting for the local client's FIN */
+	uv_timer_t timer; /* handshake timeout, linger, then the idle limit of the ending */
+	enum timer_use timer_use;
+	bool fin_wait_over; /* gave up waiting for the local client's FIN */
+	bool stop_now;      /* a graceful stop: Close as soon as the data is out */
 
-	uint64_t last_rx;   /* loop time of the last bytes from the gateway */
-	uint64_t ping_at;   /* loop time of the last Ping sent, 0: none since last_rx */
+	struct liveness live; /* the keepalive's view of the gateway */
+	uint64_t opened_at;   /* loop time the WebSocket opened */
+	uint64_t linger_since; /* loop time the gateway's silence is counted from */
+	uint64_t traffic_at;  /* loop time of the last frame either way (data or Ping) */
 
 	uint64_t bytes_up;   /* payload bytes from the local client to the gateway */
 	uint64_t bytes_down; /* payload bytes from the gateway to the local client */
@@ -144,14 +155,19 @@ static void set_down(struct tunnel *t, enum down_state s)
 
 /* ---- gateway side: the WebSocket ---------------------------------------- */
 
-static void arm_timer(struct tunnel *t, uint64_t ms);
+static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms);
 
 /* While a tunnel ends, each sign of progress gives it more time: a reply
  * streaming after a local half-close is not cut while it flows. */
 static void note_progress(struct tunnel *t)
 {
-	if (t->ending)
-		arm_timer(t, TUNNEL_DRAIN_TIMEOUT_MS);
+	if (t->timer_use == TIMER_DRAIN)
+		arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
+}
+
+static uint64_t now_ms(const struct tunnel *t)
+{
+	return uv_now(t->owner->loop);
 }
 
 static void ws_on_data(void *user, const uint8_t *data, size_t len)
@@ -164,7 +180,50 @@ static void ws_on_data(void *user, const uint8_t *data, size_t len)
 		return;
 	}
 	t->bytes_down += len;
+	/* Data, not Pongs, holds the Close back while lingering. */
+	t->traffic_at = t->linger_since = now_ms(t);
 	note_progress(t);
+}
+
+/* Without --remote-host and --remote-port, a route whose target is made of
+ * the query parameters gets Otoroshi's literal no-query-remoteHost. */
+static const char *dynamic_target_hint(const struct tunnel *t)
+{
+	const struct tunnel_config *cfg = t->owner->cfg;
+	if (cfg->remote_host != NULL || cfg->remote_port != 0)
+		return "";
+	return "; if the route's target uses ${req.query.remoteHost}:${req.query.remotePort}, pass --remote-host "
+	       "and --remote-port";
+}
+
+/* Says why the gateway closed, from the code and from what came before. */
+static void explain_close(struct tunnel *t, uint16_t code)
+{
+	uint64_t now = now_ms(t);
+	uint64_t silence = now - t->traffic_at;
+	bool early = t->bytes_down == 0 && now - t->opened_at < TUNNEL_EARLY_CLOSE_MS;
+	if (code == 1011 && silence >= TUNNEL_IDLE_SILENCE_MS) {
+		log_warn("Otoroshi closed the idle tunnel for %s (Close 1011 after %" PRIu64 " s without traffic): the "
+			 "route's backend idle timeout; a --keepalive below it keeps quiet tunnels open%s", t->peer,
+			 silence / 1000, t->bytes_down == 0 ? " (nothing ever came back: the target may also be unreachable)" : "");
+		set_reason(t, "gateway idle timeout");
+	} else if (code == 1011 && t->bytes_down == 0) {
+		log_error("Otoroshi could not reach the remote service for %s (Close 1011 %s): check "
+			  "--remote-host/--remote-port and that the route's target is up%s", t->peer,
+			  early ? "right after the handshake" : "before any data", dynamic_target_hint(t));
+		set_reason(t, "gateway could not reach the remote service");
+	} else if (code == 1000 || code == 0) {
+		log_debug("tunnel %" PRIu64 ": Otoroshi closed the WebSocket (%u)", t->id, code);
+		set_reason(t, "gateway closed");
+	} else if (early) {
+		log_warn("Otoroshi closed the tunnel for %s with code %u (%s) right after the handshake, before any "
+			 "data: the route may lack the TCP tunnel plugin (Otoroshi then hands the WebSocket to the "
+			 "route's backend)", t->peer, code, ws_describe_code(code));
+		set_reason(t, "gateway closed with an error");
+	} else {
+		log_warn("Otoroshi closed the tunnel for %s with code %u (%s)", t->peer, code, ws_describe_code(code));
+		set_reason(t, "gateway closed with an error");
+	}
 }
 
 static void ws_on_close(void *user, uint16_t code, const uint8_t *reason, size_t reason_len)
@@ -173,19 +232,9 @@ static void ws_on_close(void *user, uint16_t code, const uint8_t *reason, size_t
 	(void)reason;
 	(void)reason_len;
 	t->close_code = code;
-	if (code == 1011 && t->bytes_down == 0) {
-		log_error("Otoroshi could not reach the remote service for %s (Close 1011 right after the "
-			  "handshake): check --remote-host/--remote-port and that the route's target is up",
-			  t->peer);
-		set_reason(t, "gateway could not reach the remote service");
-	} else if (code == 1000 || code == 0) {
-		log_debug("tunnel %" PRIu64 ": Otoroshi closed the WebSocket (%u)", t->id, code);
-		set_reason(t, "gateway closed");
-	} else {
-		log_warn("Otoroshi closed the tunnel for %s with code %u (%s)", t->peer, code, ws_describe_code(code));
-		set_reason(t, "gateway closed with an error");
-	}
-	/* wslay has queued its answering Close: nothing more goes up. */
+	explain_close(t, code);
+	/* wslay has queued its answering Close, which goes out at once (the
+	 * gateway waits 3 s for it); nothing more goes up. */
 	set_up(t, UP_CLOSING);
 	set_down(t, DOWN_ENDING);
 }
@@ -214,13 +263,25 @@ static const struct ws_callbacks ws_cbs = {
 
 /* ---- timers ------------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *timer)
+/* Lingering: the Close goes once the gateway has been silent for --linger
+ * while its data was being read (a paused reader hears nothing by its own
+ * choice), at once on a graceful stop. */
+static bool linger_done(struct tunnel *t)
 {
-	struct tunnel *t = timer->data;
-	if (t->phase == PHASE_CONNECTING || t->phase == PHASE_HANDSHAKE) {
-		log_error("Otoroshi at %s timed out: no answer to the WebSocket upgrade within %d s for %s",
-			  t->owner->cfg->host, TUNNEL_HANDSHAKE_TIMEOUT_MS / 1000, t->peer);
-		close_all(t, "handshake timed out");
+	uint64_t now = now_ms(t), linger = t->owner->cfg->linger_ms;
+	if (t->stop_now || linger == 0)
+		return true;
+	if (t->upstream_paused)
+		t->linger_since = now;
+	return now - t->linger_since >= linger;
+}
+
+static void on_drain_timeout(struct tunnel *t)
+{
+	if (t->up == UP_EOF) {
+		log_debug("tunnel %" PRIu64 ": the last %zu bytes for Otoroshi did not leave within %d s", t->id,
+			  t->hold.len + upstream_pending(&t->upstream), TUNNEL_DRAIN_TIMEOUT_MS / 1000);
+		close_all(t, "ending timed out");
 		return;
 	}
 	if (t->down == DOWN_OPEN) {
@@ -229,13 +290,15 @@ static void on_timer(uv_timer_t *timer)
 		set_reason(t, "drain timed out");
 		set_up(t, UP_CLOSED);
 		set_down(t, DOWN_ENDING);
-		arm_timer(t, TUNNEL_DRAIN_TIMEOUT_MS);
+		arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
 		proceed(t);
 		return;
 	}
 	if (t->down == DOWN_CLOSED && t->up == UP_CLOSED) {
-		/* Everything is delivered; the local client kept its side open. */
-		t->linger_over = true;
+		/* Everything is delivered; the local client kept its side open,
+		 * or the gateway never answered our Close. */
+		t->fin_wait_over = true;
+		t->gateway_gone = true;
 		proceed(t);
 		return;
 	}
@@ -244,9 +307,48 @@ static void on_timer(uv_timer_t *timer)
 	close_all(t, "ending timed out");
 }
 
-static void arm_timer(struct tunnel *t, uint64_t ms)
+static void on_timer(uv_timer_t *timer)
 {
+	struct tunnel *t = timer->data;
+	enum timer_use use = t->timer_use;
+	t->timer_use = TIMER_NONE;
+	switch (use) {
+	case TIMER_HANDSHAKE:
+		log_error("Otoroshi at %s timed out: no answer to the WebSocket upgrade within %d s for %s",
+			  t->owner->cfg->host, TUNNEL_HANDSHAKE_TIMEOUT_MS / 1000, t->peer);
+		close_all(t, "handshake timed out");
+		return;
+	case TIMER_LINGER:
+		proceed(t); /* sends the Close if the silence lasted, else waits on */
+		return;
+	case TIMER_DRAIN:
+		on_drain_timeout(t);
+		return;
+	case TIMER_NONE:
+		return;
+	}
+}
+
+static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms)
+{
+	t->timer_use = use;
 	uv_timer_start(&t->timer, on_timer, ms, 0);
+}
+
+/* Once the WebSocket is open, the timer follows the states: the linger
+ * while the gateway may still answer a local end, then the limit on how
+ * long the ending may stall. */
+static void steer_timer(struct tunnel *t)
+{
+	if (t->up == UP_LINGER && t->down == DOWN_OPEN) {
+		if (t->timer_use != TIMER_LINGER) {
+			uint64_t waited = now_ms(t) - t->linger_since, linger = t->owner->cfg->linger_ms;
+			arm_timer(t, TIMER_LINGER, waited < linger ? linger - waited : 1);
+		}
+	} else if (t->up != UP_OPEN || t->down != DOWN_OPEN) {
+		if (t->timer_use != TIMER_DRAIN)
+			arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
+	}
 }
 
 /* ---- local side ---------------------------------------------------------- */
@@ -294,8 +396,10 @@ static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
 	int rc;
 	if (t->phase == PHASE_OPEN && t->hold.len == 0) {
 		rc = ws_send_binary(t->ws, (const uint8_t *)buf->base, (size_t)nread);
-		if (rc == WS_OK)
+		if (rc == WS_OK) {
 			t->bytes_up += (uint64_t)nread;
+			t->traffic_at = now_ms(t);
+		}
 	} else {
 		rc = bufq_append(&t->hold, buf->base, (size_t)nread) == 0 ? WS_OK : WS_ERR_NOMEM;
 	}
@@ -386,7 +490,15 @@ static void report_refusal(struct tunnel *t)
 	t->http_status = r->status;
 	char text[256];
 	upgrade_refusal_text(r, text, sizeof(text));
-	const char *hint = upgrade_refusal_hint(r->status, t->owner->cfg->access);
+	const char *hint = upgrade_refusal_hint(r->status, text, t->owner->cfg->access);
+	if (r->error_cause[0] != '\0') {
+		char cause[sizeof(r->error_cause)];
+		snprintf(cause, sizeof(cause), "%s", r->error_cause);
+		for (char *p = cause; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = ' ';
+		log_debug("tunnel %" PRIu64 ": Otoroshi-Error-Cause: %s", t->id, cause);
+	}
 	char reason[128];
 	snprintf(reason, sizeof(reason), "%s", r->reason);
 	for (char *p = reason; *p; p++)
@@ -433,8 +545,10 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 	free(t->resp);
 	t->resp = NULL;
 	uv_timer_stop(&t->timer);
+	t->timer_use = TIMER_NONE;
 	set_phase(t, PHASE_OPEN);
-	t->last_rx = uv_now(t->owner->loop);
+	t->opened_at = t->traffic_at = now_ms(t);
+	liveness_init(&t->live, t->opened_at);
 	log_debug("tunnel %" PRIu64 ": WebSocket open for %s", t->id, t->peer);
 	/* Frames that came in the same read as the head are the first data. */
 	feed_frames(t, data + used, len - used);
@@ -492,8 +606,7 @@ static void up_on_connect(void *user, int status, const char *stage, const char 
 static void up_on_read(void *user, const uint8_t *data, size_t len)
 {
 	struct tunnel *t = user;
-	t->last_rx = uv_now(t->owner->loop);
-	t->ping_at = 0;
+	liveness_heard(&t->live, now_ms(t));
 	if (t->phase == PHASE_HANDSHAKE) {
 		handshake_input(t, data, len);
 		return;
@@ -526,6 +639,7 @@ static void up_on_end(void *user, int status)
 		set_reason(t, "gateway connection lost");
 	}
 	/* Nothing more can go up; what came down is delivered, then FIN. */
+	t->gateway_gone = true;
 	set_up(t, UP_CLOSED);
 	set_down(t, DOWN_ENDING);
 	proceed(t);
@@ -635,20 +749,27 @@ static void steer_local(struct tunnel *t)
 		t->local_reading = want;
 }
 
-/* Reads from the gateway while the local client keeps up with what came. */
+/* Reads from the gateway while the local client keeps up with what came.
+ * Once the local side is gone, what comes is read and dropped until the
+ * gateway's answering Close: closing with its data unread would reset the
+ * connection, and the reset can overtake our Close. */
 static void steer_upstream(struct tunnel *t)
 {
 	bool want;
 	if (t->phase == PHASE_HANDSHAKE)
 		want = true;
-	else if (t->phase != PHASE_OPEN || t->down != DOWN_OPEN || !ws_want_read(t->ws))
+	else if (t->phase != PHASE_OPEN || t->gateway_gone || !ws_want_read(t->ws))
 		want = false;
+	else if (t->down != DOWN_OPEN)
+		want = true;
 	else {
 		size_t queued = writer_pending(&t->lw);
-		if (queued >= TUNNEL_HIGH_WATER)
+		if (queued >= TUNNEL_HIGH_WATER) {
 			t->upstream_paused = true;
-		else if (queued < TUNNEL_LOW_WATER)
+		} else if (queued < TUNNEL_LOW_WATER && t->upstream_paused) {
 			t->upstream_paused = false;
+			t->linger_since = now_ms(t); /* the gateway waited on us */
+		}
 		want = !t->upstream_paused;
 	}
 	upstream_read(&t->upstream, want);
@@ -671,6 +792,7 @@ static int release_hold(struct tunnel *t)
 			if (rc != WS_OK)
 				return rc;
 			t->bytes_up += len;
+			t->traffic_at = now_ms(t);
 			bufq_consume(&t->hold, len);
 			if (len < views[i].len)
 				break;
@@ -686,7 +808,14 @@ static void push_up(struct tunnel *t)
 		close_all(t, "out of memory");
 		return;
 	}
-	if (t->up == UP_EOF && t->hold.len == 0) {
+	if (t->up == UP_EOF && t->hold.len == 0 && upstream_pending(&t->upstream) == 0) {
+		set_up(t, UP_LINGER);
+		t->linger_since = now_ms(t);
+	}
+	if (t->up == UP_LINGER && linger_done(t)) {
+		log_debug("tunnel %" PRIu64 ": %s: sending Close 1000", t->id,
+			  t->stop_now || t->owner->cfg->linger_ms == 0 ? "the local side ended"
+								       : "Otoroshi sent nothing for the linger period");
 		if (ws_queue_close(t->ws, 1000) == WS_OK)
 			set_up(t, UP_CLOSING);
 		else
@@ -733,16 +862,17 @@ static void proceed(struct tunnel *t)
 	push_down(t);
 
 	/* The socket to the gateway is of no more use once our Close is out
-	 * and the gateway is done. */
-	if (t->phase == PHASE_OPEN && t->up == UP_CLOSED && t->down != DOWN_OPEN && !t->upstream_closing) {
+	 * and the gateway is done: its Close came, it broke the protocol, or
+	 * its connection is gone. */
+	if (t->phase == PHASE_OPEN && t->up == UP_CLOSED && t->down != DOWN_OPEN && !t->upstream_closing &&
+	    (t->gateway_gone || !ws_want_read(t->ws))) {
 		t->upstream_closing = true;
 		upstream_close(&t->upstream);
 	}
-	if (t->phase == PHASE_OPEN && !t->ending && (t->up != UP_OPEN || t->down != DOWN_OPEN)) {
-		t->ending = true;
-		arm_timer(t, TUNNEL_DRAIN_TIMEOUT_MS);
-	}
-	if (t->up == UP_CLOSED && t->down == DOWN_CLOSED && (t->local_eof || t->linger_over)) {
+	if (t->phase == PHASE_OPEN)
+		steer_timer(t);
+	if (t->up == UP_CLOSED && t->down == DOWN_CLOSED && (t->local_eof || t->fin_wait_over) &&
+	    (t->gateway_gone || !ws_want_read(t->ws))) {
 		close_all(t, "done");
 		return;
 	}
@@ -782,6 +912,8 @@ static int begin(struct tunnel *t, struct listener *l, int local_handles)
 		upstream_use_tls(&t->upstream, l->cfg->gw_name);
 	if (l->proxy != NULL)
 		upstream_use_proxy(&t->upstream, l->proxy);
+	if (l->cfg->keepalive > 0)
+		upstream_use_probes(&t->upstream, (l->cfg->keepalive + 3) / 4);
 	t->open_handles = local_handles + 2;
 	listener_tunnel_added(l, t);
 
@@ -791,7 +923,7 @@ static int begin(struct tunnel *t, struct listener *l, int local_handles)
 		close_all(t, "out of memory");
 		return 0;
 	}
-	arm_timer(t, TUNNEL_HANDSHAKE_TIMEOUT_MS);
+	arm_timer(t, TIMER_HANDSHAKE, TUNNEL_HANDSHAKE_TIMEOUT_MS);
 	rc = upstream_connect(&t->upstream, l->cfg->gw_name, l->cfg->gw_port);
 	if (rc < 0) {
 		up_on_connect(t, rc, "resolve", NULL);
@@ -889,6 +1021,7 @@ void tunnel_shutdown(struct tunnel *t)
 		return;
 	}
 	set_reason(t, "stopped");
+	t->stop_now = true;
 	if (t->up == UP_OPEN)
 		set_up(t, UP_EOF);
 	t->local_eof = true; /* read no more from the local client */
@@ -901,30 +1034,38 @@ void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
 		return;
 	/* A tunnel that stopped reading for backpressure hears nothing by its
 	 * own choice: that is not the gateway's silence. */
-	if (t->upstream_paused || !t->upstream.reading || t->last_rx == 0) {
-		t->last_rx = now;
-		t->ping_at = 0;
+	if (t->upstream_paused || !t->upstream.reading) {
+		liveness_heard(&t->live, now);
 		return;
 	}
-	uint64_t quiet = now - t->last_rx;
-	if (quiet >= 2 * interval) {
-		log_warn("Otoroshi stopped answering for %s: nothing received for %" PRIu64 " s, not even a Pong "
-			 "(--keepalive %" PRIu64 ")", t->peer, quiet / 1000, interval / 1000);
+	struct liveness_sample sample;
+	upstream_sample(&t->upstream, &sample);
+	switch (liveness_check(&t->live, &sample, now, interval)) {
+	case LIVENESS_DEAD:
+		log_warn("Otoroshi stopped answering for %s: nothing received for %" PRIu64 " s, not even a Pong, and "
+			 "nothing sent to it moved (--keepalive %" PRIu64 ")", t->peer,
+			 liveness_quiet(&t->live, now) / 1000, interval / 1000);
 		set_reason(t, "gateway stopped answering");
+		t->gateway_gone = true;
 		set_up(t, UP_CLOSED);
 		set_down(t, DOWN_ENDING);
 		proceed(t);
 		return;
-	}
-	if (quiet >= interval && t->ping_at == 0) {
+	case LIVENESS_PING: {
 		uint8_t payload[8];
 		for (int i = 0; i < 8; i++)
 			payload[i] = (uint8_t)(now >> (56 - 8 * i));
 		if (ws_queue_ping(t->ws, payload, sizeof(payload)) == WS_OK) {
-			t->ping_at = now;
-			log_trace("tunnel %" PRIu64 ": Ping after %" PRIu64 " ms of silence", t->id, quiet);
+			liveness_pinged(&t->live, now);
+			t->traffic_at = now;
+			log_trace("tunnel %" PRIu64 ": Ping after %" PRIu64 " ms of silence", t->id,
+				  liveness_quiet(&t->live, now));
 			proceed(t);
 		}
+		return;
+	}
+	case LIVENESS_OK:
+		return;
 	}
 }
 

@@ -23,6 +23,12 @@ struct tunnel;
 /* How long the gateway has to close after our Close, and how long the local
  * client has to close after our FIN. */
 #define TUNNEL_DRAIN_TIMEOUT_MS 30000
+/* A Close with an error this soon after the 101, before any data, says
+ * the route could not carry the tunnel at all. */
+#define TUNNEL_EARLY_CLOSE_MS 1000
+/* A Close 1011 after this much silence both ways is the route's backend
+ * idle timeout. */
+#define TUNNEL_IDLE_SILENCE_MS 3000
 
 /* Accepts one connection from server and starts its tunnel. Returns 0, or a
  * negative uv error when nothing could be accepted. */
@@ -31,14 +37,14 @@ int tunnel_start(struct listener *l, uv_stream_t *server);
  * sockets or a terminal). Returns 0, or a negative uv error (UV_EINVAL when
  * a descriptor is a plain file, which cannot be watched). */
 int tunnel_start_stdio(struct listener *l);
-/* Ends the tunnel gracefully, as a local end of input would: what is queued
- * is sent, then Close 1000, then the gateway's last data is delivered. */
+/* Ends the tunnel gracefully: what is queued is sent, then Close 1000 at
+ * once (no linger), then the gateway's answering Close is awaited. */
 void tunnel_shutdown(struct tunnel *t);
 /* Closes everything at once. */
 void tunnel_abort(struct tunnel *t);
-/* The keepalive check, run for every tunnel by the listener's one timer:
- * a tunnel that heard nothing from the gateway for `interval` ms sends a
- * Ping; one that heard nothing for twice that ends. */
+/* The keepalive check, run for every tunnel by the listener's one timer
+ * (see liveness.h): a tunnel whose gateway gave no sign of life for
+ * `interval` ms sends a Ping; one with none for twice that ends. */
 void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval);
 
 #endif

@@ -225,6 +225,12 @@ static int parse_head(struct upgrade_response *r)
 			r->chunked = has_token(value, "chunked");
 		else if (strcasecmp(line, "Location") == 0)
 			snprintf(r->location, sizeof(r->location), "%s", value);
+		else if (strcasecmp(line, "Otoroshi-Error-Msg") == 0)
+			snprintf(r->error_msg, sizeof(r->error_msg), "%s", value);
+		else if (strcasecmp(line, "Otoroshi-Error-Cause") == 0)
+			snprintf(r->error_cause, sizeof(r->error_cause), "%s", value);
+		else if (strcasecmp(line, "Content-Type") == 0)
+			snprintf(r->content_type, sizeof(r->content_type), "%s", value);
 	}
 	if (r->status != 101)
 		return UPGRADE_REFUSED;
@@ -408,16 +414,65 @@ static void make_printable(char *s)
 			*s = ' ';
 }
 
+/* Case-insensitive search for a NUL-terminated needle. */
+static const char *find_nocase(const char *hay, const char *needle)
+{
+	size_t n = strlen(needle);
+	for (; *hay; hay++)
+		if (strncasecmp(hay, needle, n) == 0)
+			return hay;
+	return NULL;
+}
+
+static bool is_html(const struct upgrade_response *r)
+{
+	if (find_nocase(r->content_type, "html") != NULL)
+		return true;
+	const char *b = r->body;
+	while (*b == ' ' || *b == '\t' || *b == '\r' || *b == '\n')
+		b++;
+	return *b == '<' && (find_nocase(b, "<html") != NULL || find_nocase(b, "<!doctype") != NULL);
+}
+
+/* An HTML page is shown by its title only: markup in a terminal helps no one. */
+static void html_title(const char *body, char *out, size_t outlen)
+{
+	const char *open = find_nocase(body, "<title");
+	const char *start = open ? strchr(open, '>') : NULL;
+	const char *end = start ? find_nocase(start, "</title") : NULL;
+	size_t n = 0;
+	if (end != NULL) {
+		start++;
+		while (start < end && (*start == ' ' || *start == '\t' || *start == '\r' || *start == '\n'))
+			start++;
+		n = (size_t)(end - start);
+		while (n > 0 && (start[n - 1] == ' ' || start[n - 1] == '\t' || start[n - 1] == '\r' || start[n - 1] == '\n'))
+			n--;
+	}
+	if (n == 0) {
+		snprintf(out, outlen, "an HTML error page");
+		return;
+	}
+	if (n > 120)
+		n = 120;
+	snprintf(out, outlen, "an HTML error page (\"%.*s\")", (int)n, start);
+}
+
 void upgrade_refusal_text(const struct upgrade_response *r, char *out, size_t outlen)
 {
 	if (outlen == 0)
 		return;
 	out[0] = '\0';
-	if (r->body_len == 0)
+	if (r->error_msg[0] != '\0') {
+		snprintf(out, outlen, "%s", r->error_msg);
+	} else if (r->body_len == 0) {
 		return;
-	if (!json_string_value(r->body, "Otoroshi-Error", out, outlen) &&
-	    !json_string_value(r->body, "error", out, outlen) &&
-	    !json_string_value(r->body, "message", out, outlen)) {
+	} else if (is_html(r)) {
+		html_title(r->body, out, outlen);
+	} else if (!json_string_value(r->body, "Otoroshi-Error", out, outlen) &&
+		   !json_string_value(r->body, "error_description", out, outlen) &&
+		   !json_string_value(r->body, "error", out, outlen) &&
+		   !json_string_value(r->body, "message", out, outlen)) {
 		size_t n = strcspn(r->body, "\r\n");
 		const size_t cap = 200;
 		if (n > cap)
@@ -430,8 +485,36 @@ void upgrade_refusal_text(const struct upgrade_response *r, char *out, size_t ou
 	make_printable(out);
 }
 
-const char *upgrade_refusal_hint(int status, enum access_type access)
+static bool message_is(const char *message, const char *want)
 {
+	return message != NULL && strcasecmp(message, want) == 0;
+}
+
+/* What Otoroshi's own messages mean (PROTOCOL.md section 3). */
+static const char *apikey_hint(int status, const char *message, enum access_type access)
+{
+	if (status == 400 && message_is(message, "no apikey"))
+		return access == ACCESS_APIKEY
+			       ? "Otoroshi found no API key where the route looks for one: this client sends it as "
+				 "'Authorization: Basic'; check the route's API key settings"
+			       : "the route wants an API key: use --access-type apikey with --apikey-client-id and "
+				 "--apikey-client-secret";
+	if (status == 400 && message_is(message, "invalid apikey tuple"))
+		return "no API key has this client id: check --apikey-client-id";
+	if (status == 401 && message_is(message, "bad apikey"))
+		return "the client secret is wrong, or the API key is disabled: check --apikey-client-secret, and the key "
+		       "in Otoroshi";
+	if (status == 401 && message_is(message, "invalid apikey"))
+		return "this API key may not use this route (its restrictions or routing constraints do not match): "
+		       "check the key in Otoroshi, or use another";
+	return NULL;
+}
+
+const char *upgrade_refusal_hint(int status, const char *message, enum access_type access)
+{
+	const char *specific = apikey_hint(status, message, access);
+	if (specific != NULL)
+		return specific;
 	switch (status) {
 	case 303:
 		if (access == ACCESS_SESSION)
@@ -453,7 +536,11 @@ const char *upgrade_refusal_hint(int status, enum access_type access)
 	case 403:
 		return "the credential is valid but not allowed on this route (tags, metadata or restrictions): check the route and the API key";
 	case 404:
-		return "check --host (the route is chosen by it) and that the route has the TCP tunnel plugin";
+		if (message_is(message, "no route found !"))
+			return "no route serves this host: check --host (Otoroshi matches routes on the host name, without "
+			       "its port)";
+		return "a route serves this host but not the tunnel: check that it has the TCP tunnel plugin on "
+		       "/.well-known/otoroshi/tunnel (a 404 also answers a request without Sec-WebSocket-Version)";
 	case 429:
 		return "the API key's quota is exhausted: wait, or raise the quota in Otoroshi";
 	case 502:

@@ -57,6 +57,11 @@ struct upgrade_response {
 	int status;
 	char reason[128];
 	char location[512];
+	/* Otoroshi's Otoroshi-Error-Msg and Otoroshi-Error-Cause headers, and
+	 * the Content-Type, as sent (not yet made printable). */
+	char error_msg[512];
+	char error_cause[128];
+	char content_type[128];
 	char body[UPGRADE_MAX_BODY + 1]; /* decoded, NUL-terminated */
 	size_t body_len;
 
@@ -83,12 +88,15 @@ int upgrade_response_feed(struct upgrade_response *r, const uint8_t *data, size_
  * complete. */
 int upgrade_response_eof(struct upgrade_response *r);
 
-/* The error text Otoroshi put in a refusal's body (the value of
- * "Otoroshi-Error", or "error", or "message"), or else the body's first line,
- * made printable and cut to fit. Writes "" when there is no body. */
+/* Otoroshi's message for a refusal: the Otoroshi-Error-Msg header; without
+ * it, from a JSON body, "Otoroshi-Error" or "error_description" (then, for
+ * other servers, "error" or "message"); of an HTML body only its title ("an
+ * HTML error page" without one), never the markup; else the body's first
+ * line. Made printable and cut to fit; "" when there is nothing. */
 void upgrade_refusal_text(const struct upgrade_response *r, char *out, size_t outlen);
 
-/* A sentence telling the user what to check for this status, or NULL. */
-const char *upgrade_refusal_hint(int status, enum access_type access);
+/* A sentence telling the user what to check for this refusal (its status
+ * and Otoroshi's message, as upgrade_refusal_text gives it), or NULL. */
+const char *upgrade_refusal_hint(int status, const char *message, enum access_type access);
 
 #endif

@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (const char *p = text; *p; p++)
 			if ((unsigned char)*p < 0x20)
 				__builtin_trap(); /* control characters must never reach a log */
-		upgrade_refusal_hint(r.status, ACCESS_APIKEY);
+		upgrade_refusal_hint(r.status, text, ACCESS_APIKEY);
 	}
 	return 0;
 }

@@ -13,7 +13,7 @@
 
 #include "cli.h"
 
-#define MAX_ARGS 32
+#define MAX_ARGS 48
 
 /* Parses a NULL-terminated list of arguments into cfg, after the
  * defaults. argv is copied so that the strings outlive the call, as argv
@@ -90,6 +90,62 @@ static void test_defaults(void **state)
 	assert_null(cfg.apikey_client_secret);
 	assert_null(cfg.bearer_token);
 	assert_null(cfg.session_token);
+	assert_int_equal(cfg.keepalive, 30);
+	assert_int_equal(cfg.linger_ms, 2000);
+}
+
+static void test_linger(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *value;
+		unsigned ms;
+	} good[] = {{"0", 0}, {"2", 2000}, {"0.5", 500}, {"1.25", 1250}, {"0.001", 1}, {"3600", 3600000}};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct parsed p;
+		PARSE(&p, "--host", "h", "--access-type", "public", "--linger", good[i].value);
+		expect_ok(&p);
+		assert_int_equal(p.cfg.linger_ms, good[i].ms);
+	}
+	static const char *const bad[] = {"-1", "3600.5", "3601", "1.", ".5", "1.2345", "2s", "1e3", "1,5", " 1"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct parsed p;
+		PARSE(&p, "--host", "h", "--access-type", "public", "--linger", bad[i]);
+		expect_usage(&p, "--linger");
+	}
+}
+
+/* The reference client's global options are taken anywhere and ignored,
+ * with or without their values, in each of clap's spellings. */
+static void test_reference_global_options_are_ignored(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "-o", "json", "--host", "h", "--access-type", "public", "--ouput=yaml", "-ojson", "-c",
+	      "/etc/oto.yaml", "--config-file", "x", "--otoroshi-cluster-tls", "--otoroshi-cluster-hostname",
+	      "api.oto.tools", "--otoroshi-cluster-port=8443", "--otoroshi-cluster-routing-tls",
+	      "--otoroshi-cluster-routing-hostname", "r", "--otoroshi-cluster-routing-port", "9",
+	      "--otoroshi-user-client-id", "id", "--otoroshi-user-client-secret", "s", "--otoroshi-user-health-key",
+	      "k", "--otoroshi-cluster-cert-location", "c.pem", "--otoroshi-cluster-key-location", "k.pem",
+	      "--otoroshi-cluster-ca-location", "ca.pem", "--remote-port", "22");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.host, "h");
+	assert_int_equal(p.cfg.remote_port, 22);
+	assert_int_equal(p.cfg.n_ignored, 17);
+	assert_string_equal(p.cfg.ignored[0], "ouput");
+	assert_string_equal(p.cfg.ignored[16], "otoroshi-cluster-ca-location");
+	/* The flags among them take no value: what follows is an option again. */
+	PARSE(&p, "--otoroshi-cluster-tls", "--host", "h", "--access-type", "public");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.host, "h");
+	/* A value left out is a usage error naming the option. */
+	PARSE(&p, "--host", "h", "--access-type", "public", "--otoroshi-cluster-hostname");
+	expect_usage(&p, "--otoroshi-cluster-hostname");
+	PARSE(&p, "--host", "h", "--access-type", "public", "--otoroshi-cluster-tls=yes");
+	assert_int_equal(p.rc, CLI_USAGE);
+	/* A name that only starts like one is not one. */
+	PARSE(&p, "--host", "h", "--access-type", "public", "--otoroshi-cluster-hostnames", "x");
+	expect_usage(&p, "--otoroshi-cluster-hostnames");
 }
 
 static void test_minimal_apikey(void **state)
@@ -403,7 +459,8 @@ static void test_help_text(void **state)
 		"--access-type", "--apikey-client-id", "--apikey-client-secret", "--bearer-token",
 		"--session-token", "-v, --verbose", "-h, --help",
 		"[default: 127.0.0.1]", "[default: 2222]", "[default: apikey]",
-		"apikey", "bearer", "jwt", "session", "public", "OTOROSHICTL",
+		"apikey", "bearer", "jwt", "session", "public", "OTOROSHICTL", "OTOROSHICTL_LOG_STYLE",
+		"--linger", "[default: 2]", "--keepalive", "[default: 30]",
 	};
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
 		if (strstr(text, wanted[i]) == NULL)
@@ -421,6 +478,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_linger),
+		cmocka_unit_test(test_reference_global_options_are_ignored),
 		cmocka_unit_test(test_minimal_apikey),
 		cmocka_unit_test(test_every_option_both_forms),
 		cmocka_unit_test(test_tls_default_port),

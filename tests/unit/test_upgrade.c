@@ -924,28 +924,129 @@ static void test_refusal_hints(void **state)
 	const char *flag_401[] = {"--apikey-client-id", "--bearer-token", "--session-token", "--access-type"};
 	for (size_t i = 0; i < 4; i++) {
 		for (int s = 0; s < 2; s++) {
-			const char *h = upgrade_refusal_hint(s == 0 ? 400 : 401, all[i]);
+			const char *h = upgrade_refusal_hint(s == 0 ? 400 : 401, "", all[i]);
 			assert_non_null(h);
 			if (strstr(h, flag_401[i]) == NULL)
 				fail_msg("hint for %d, access %zu lacks %s: %s", s == 0 ? 400 : 401, i, flag_401[i], h);
 		}
-		const char *h = upgrade_refusal_hint(303, all[i]);
+		const char *h = upgrade_refusal_hint(303, "", all[i]);
 		assert_non_null(h);
 		assert_non_null(strstr(h, all[i] == ACCESS_SESSION ? "--session-token" : "--access-type session"));
-		h = upgrade_refusal_hint(404, all[i]);
+		h = upgrade_refusal_hint(404, "no route found !", all[i]);
 		assert_non_null(h);
 		assert_non_null(strstr(h, "--host"));
-		h = upgrade_refusal_hint(403, all[i]);
+		assert_non_null(strstr(h, "without its port"));
+		h = upgrade_refusal_hint(404, "Resource not found", all[i]);
+		assert_non_null(h);
+		assert_non_null(strstr(h, "TCP tunnel plugin"));
+		assert_non_null(strstr(h, "Sec-WebSocket-Version"));
+		h = upgrade_refusal_hint(403, "forbidden", all[i]);
 		assert_non_null(h);
 		assert_non_null(strstr(h, "route"));
-		h = upgrade_refusal_hint(429, all[i]);
+		h = upgrade_refusal_hint(429, "You performed too much requests", all[i]);
 		assert_non_null(h);
 		assert_non_null(strstr(h, "quota"));
-		assert_null(upgrade_refusal_hint(101, all[i]));
-		assert_null(upgrade_refusal_hint(200, all[i]));
-		assert_null(upgrade_refusal_hint(418, all[i]));
+		assert_null(upgrade_refusal_hint(101, "", all[i]));
+		assert_null(upgrade_refusal_hint(200, "", all[i]));
+		assert_null(upgrade_refusal_hint(418, "", all[i]));
 	}
-	assert_non_null(strstr(upgrade_refusal_hint(401, ACCESS_APIKEY), "--apikey-client-secret"));
+	assert_non_null(strstr(upgrade_refusal_hint(401, "", ACCESS_APIKEY), "--apikey-client-secret"));
+}
+
+/* Otoroshi's own messages (PROTOCOL.md section 3) get hints of their own. */
+static void test_refusal_hints_follow_otoroshi_messages(void **state)
+{
+	(void)state;
+	static const struct {
+		int status;
+		const char *message;
+		const char *expect;
+	} cases[] = {
+		{400, "invalid apikey tuple", "no API key has this client id: check --apikey-client-id"},
+		{400, "Invalid ApiKey Tuple", "no API key has this client id"},
+		{401, "bad apikey", "--apikey-client-secret"},
+		{401, "bad apikey", "disabled"},
+		{401, "invalid apikey", "may not use this route"},
+		{400, "no apikey", "Authorization: Basic"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *h = upgrade_refusal_hint(cases[i].status, cases[i].message, ACCESS_APIKEY);
+		assert_non_null(h);
+		if (strstr(h, cases[i].expect) == NULL)
+			fail_msg("%d %s: hint '%s' lacks '%s'", cases[i].status, cases[i].message, h, cases[i].expect);
+	}
+	/* Without an API key sent, "no apikey" says which access type to use. */
+	assert_non_null(strstr(upgrade_refusal_hint(400, "no apikey", ACCESS_PUBLIC), "--access-type apikey"));
+	/* A message of the wrong status falls back to the status's hint. */
+	assert_null(strstr(upgrade_refusal_hint(403, "bad apikey", ACCESS_APIKEY), "secret"));
+}
+
+/* The text of a whole response (head and body as given). */
+static void refusal_text_of_response(const char *text, char *out, size_t outlen)
+{
+	struct upgrade_response *r = new_response(RFC_ACCEPT);
+	size_t end = 0;
+	assert_int_equal(feed_whole(r, text, &end), UPGRADE_REFUSED);
+	upgrade_refusal_text(r, out, outlen);
+	free(r);
+}
+
+static void expect_response_text(const char *text, const char *expected)
+{
+	char out[512];
+	refusal_text_of_response(text, out, sizeof(out));
+	if (strcmp(out, expected) != 0)
+		fail_msg("response %s\n gave '%s'\n expected '%s'", text, out, expected);
+}
+
+#define OTO_PAGE "<!DOCTYPE html>\n<html><head><title>Otoroshi Error</title></head><body><p>bad apikey</p></body></html>\n"
+
+static void test_refusal_text_prefers_the_header_and_hides_html(void **state)
+{
+	(void)state;
+	char head[1024];
+	/* Otoroshi's refusal without an Accept header: an HTML page, the message
+	 * in the header. */
+	snprintf(head, sizeof(head),
+		 "HTTP/1.1 401 Unauthorized\r\nOtoroshi-Error: true\r\nOtoroshi-Error-Msg: bad apikey\r\n"
+		 "Content-Type: text/html; charset=utf-8\r\nContent-Length: %zu\r\n\r\n%s", strlen(OTO_PAGE), OTO_PAGE);
+	expect_response_text(head, "bad apikey");
+	/* The header wins over a JSON body too. */
+	expect_response_text("HTTP/1.1 400 Bad Request\r\nOtoroshi-Error-Msg: invalid apikey tuple\r\n"
+			     "Content-Length: 22\r\n\r\n{\"Otoroshi-Error\":\"x\"}",
+			     "invalid apikey tuple");
+	/* A template page without the header: its title, never its markup. */
+	snprintf(head, sizeof(head), "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/html\r\nContent-Length: %zu\r\n\r\n%s",
+		 strlen(OTO_PAGE), OTO_PAGE);
+	expect_response_text(head, "an HTML error page (\"Otoroshi Error\")");
+	/* No title, and no Content-Type: recognised by its first tag. */
+	expect_response_text("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 40\r\n\r\n  <html><body><h1>502</h1></body></html>",
+			     "an HTML error page");
+	/* Otoroshi's modern JSON: the description, not the cause id. */
+	expect_response_text("HTTP/1.1 400 Bad Request\r\nOtoroshi-Error-Cause: errors.no.api.key\r\n"
+			     "Content-Length: 61\r\n\r\n{\"error\":\"errors.no.api.key\",\"error_description\":\"no apikey\"}",
+			     "no apikey");
+	/* The header is a peer's text: made printable as the body is. */
+	char out[512];
+	refusal_text_of_response("HTTP/1.1 401 Unauthorized\r\nOtoroshi-Error-Msg: bad \x1b[31mapikey\x7f\r\n"
+				 "Content-Length: 0\r\n\r\n", out, sizeof(out));
+	assert_printable(out);
+	assert_non_null(strstr(out, "apikey"));
+}
+
+static void test_refusal_response_keeps_the_error_headers(void **state)
+{
+	(void)state;
+	struct upgrade_response *r = new_response(RFC_ACCEPT);
+	size_t end = 0;
+	assert_int_equal(feed_whole(r, "HTTP/1.1 429 Too Many Requests\r\notoroshi-error-msg:  You performed too much requests \r\n"
+				    "Otoroshi-Error-Cause: errors.too.much.requests\r\nContent-Type: application/json\r\n"
+				    "Content-Length: 0\r\n\r\n", &end),
+			 UPGRADE_REFUSED);
+	assert_string_equal(r->error_msg, "You performed too much requests");
+	assert_string_equal(r->error_cause, "errors.too.much.requests");
+	assert_string_equal(r->content_type, "application/json");
+	free(r);
 }
 
 static void test_strerror(void **state)
@@ -991,6 +1092,9 @@ int main(void)
 		cmocka_unit_test(test_refusal_text_plain),
 		cmocka_unit_test(test_refusal_text_neutralised),
 		cmocka_unit_test(test_refusal_hints),
+		cmocka_unit_test(test_refusal_hints_follow_otoroshi_messages),
+		cmocka_unit_test(test_refusal_text_prefers_the_header_and_hides_html),
+		cmocka_unit_test(test_refusal_response_keeps_the_error_headers),
 		cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests_name("upgrade", tests, NULL, NULL);
