@@ -353,19 +353,26 @@ static void steer_timer(struct tunnel *t)
 
 /* ---- local side ---------------------------------------------------------- */
 
-static void local_failed(struct tunnel *t, int status)
+/* The local connection failed (a reset, a failed write): the event only;
+ * the caller runs proceed. */
+static void local_gone(struct tunnel *t, int status)
 {
 	log_debug("tunnel %" PRIu64 ": local connection from %s failed: %s", t->id, t->peer, uv_strerror(status));
 	set_reason(t, "local reset");
 	t->local_eof = true;
 	set_down(t, DOWN_CLOSED);
+	/* A reset ends the WebSocket at once: the Close jumps the queue. */
+	if (t->phase == PHASE_OPEN && t->up < UP_CLOSING && ws_queue_close(t->ws, 1000) == WS_OK)
+		set_up(t, UP_CLOSING);
+}
+
+static void local_failed(struct tunnel *t, int status)
+{
+	local_gone(t, status);
 	if (t->phase != PHASE_OPEN) {
 		close_all(t, "local reset");
 		return;
 	}
-	/* A reset ends the WebSocket at once: the Close jumps the queue. */
-	if (t->up < UP_CLOSING && ws_queue_close(t->ws, 1000) == WS_OK)
-		set_up(t, UP_CLOSING);
 	proceed(t);
 }
 
@@ -835,31 +842,39 @@ static void push_up(struct tunnel *t)
 /* Pushes the gateway -> local direction: data out, then the FIN. */
 static void push_down(struct tunnel *t)
 {
+	int rc;
 	if (t->down == DOWN_ENDING && writer_pending(&t->lw) == 0) {
 		set_down(t, DOWN_SHUT);
 		t->shutdown_req.data = t;
 		if (uv_shutdown(&t->shutdown_req, t->out, on_local_shutdown) != 0) {
+			/* The local side is gone already: nothing more to tell it. */
 			t->local_eof = true;
 			set_down(t, DOWN_CLOSED);
 		}
 	}
-	if (writer_flush(&t->lw) < 0 && t->down < DOWN_CLOSED) {
-		t->local_eof = true;
-		set_down(t, DOWN_CLOSED);
-	}
+	if ((rc = writer_flush(&t->lw)) < 0 && t->down < DOWN_CLOSED)
+		local_gone(t, rc);
 }
 
 static void proceed(struct tunnel *t)
 {
-	if (t->phase == PHASE_CLOSED)
-		return;
-	if (t->phase == PHASE_OPEN) {
-		push_up(t);
+	/* Pushing one direction can end the other (a failed local write
+	 * queues a Close): push until the states hold still. */
+	for (int pass = 0; pass < 3; pass++) {
 		if (t->phase == PHASE_CLOSED)
 			return;
+		enum up_state up = t->up;
+		enum down_state down = t->down;
+		if (t->phase == PHASE_OPEN) {
+			push_up(t);
+			if (t->phase == PHASE_CLOSED)
+				return;
+		}
+		upstream_flush(&t->upstream);
+		push_down(t);
+		if (t->up == up && t->down == down)
+			break;
 	}
-	upstream_flush(&t->upstream);
-	push_down(t);
 
 	/* The socket to the gateway is of no more use once our Close is out
 	 * and the gateway is done: its Close came, it broke the protocol, or
