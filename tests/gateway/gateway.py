@@ -2,19 +2,31 @@
 """A stand-in for Otoroshi's TCP tunnel plugin, for testing the C client.
 
 It answers `GET /.well-known/otoroshi/tunnel?transport=tcp...` the way Otoroshi does
-(see shared/PROTOCOL.md): the route is chosen by the Host header, the credential is
-checked per route, refusals are JSON bodies with Otoroshi's statuses, and a success is
-a 101 followed by a connection to the route's target, whose bytes travel as binary
-frames both ways.
+(see shared/PROTOCOL.md, sections 3 to 6, and the gateway sources cited there): the
+route is chosen by the Host header, the credential is checked per route, refusals carry
+`Otoroshi-Error: true` and `Otoroshi-Error-Msg` with Otoroshi's own messages and an
+HTML page for a body (JSON only when the request has an Accept header that does not
+list text/html), and a success is a 101 followed by a connection to the route's target,
+whose bytes travel as binary frames both ways.
 
 The WebSocket machinery is the `websockets` library's, not ours, so that an
 independent implementation judges the C client: the request head is parsed and the
 handshake validated by `websockets.server.ServerConnection` (Sec-WebSocket-Accept,
 version, key, Upgrade and Connection checks), and every frame is parsed and
 serialized by `websockets.frames.Frame` (which rejects unmasked client frames). Only
-the message-level policy is ours, because Otoroshi's differs from the library's
-high-level server: after the client's Close the target is half-closed and its data
-keeps flowing to the client until it reaches EOF; only then does the Close 1000 go out.
+the message-level policy is ours, and it is Play's `WebSocketFlowHandler` around
+Otoroshi's `TcpTunnel` flow:
+- a client Close is echoed at once, the target's input is ended (FIN), and whatever
+  the target sends after that point is dropped (and counted, as
+  "dropped_after_client_close"); the connection is then closed;
+- when the target ends (EOF) the gateway sends Close 1000, still passes the client's
+  data on, and drops the connection if no Close answers within close_timeout (3 s);
+- the target idle timeout counts every element in both directions (data from the
+  target, and every client frame: data, text, ping and pong all become elements)
+  and ends the tunnel with Close 1011;
+- pings are answered in order, behind the data frames before them: a gateway whose
+  target is slow answers late;
+- an unreachable target is Close 1011 after the 101.
 
 Usage:
   gateway.py --listen 127.0.0.1:0 --routes routes.json --record record.jsonl
@@ -38,8 +50,9 @@ every new connection, so a test can change them while clients are connected. Fie
                   and ${req.query.remotePort[:default]}
 Test knobs, as route fields or as global flags (a route field wins):
   slow_read (bytes/s), frame_size, fragment, text_frames, ping_every (s),
-  close_delay (s), connect_timeout (s), handshake_delay (s), idle_timeout (s),
-  close_timeout (s), refusal_linger (s), max_frame (bytes), hang (never answer
+  close_delay (s), connect_timeout (s), handshake_delay (s), idle_timeout (s, the
+  route backend's idle timeout), close_timeout (s, how long a Close of the gateway's
+  waits for the client's), refusal_linger (s), max_frame (bytes), hang (never answer
   the upgrade), bad_accept (send a wrong Sec-WebSocket-Accept), dribble (response
   head one byte per segment), coalesce (101 and first frame in one write),
   abort_after_bytes (end the connection without a Close after N bytes to the client),
@@ -48,7 +61,17 @@ Test knobs, as route fields or as global flags (a route field wins):
   so no close_notify over TLS; "reset", a TCP RST),
   response_headers ({name: value or null} replacing or removing headers of the 101),
   refuse ({"status", "body", "content_type", "headers", "no_length"}: answer every
-  upgrade with this response instead, as a load balancer in front might).
+  upgrade with this response instead, as a load balancer in front might),
+  modern_errors (refusals in Otoroshi's modern format: an Otoroshi-Error-Cause header,
+  and a JSON body {"error": cause, "error_description": message}),
+  error_template (a custom error template, as routes may have: no Otoroshi-Error-Msg
+  header, a page of the template's own, or JSON {"status", "cause", "message"}),
+  backend_close (a Close code sent right after the 101, with no target: a route without
+  the TCP tunnel plugin, whose backend takes the WebSocket and refuses it).
+Apikey route fields: apikeys ["client_id:client_secret", ...]; revoked [client_id, ...]
+(401 bad apikey); constrained [client_id, ...] (the key's routing constraints do not
+match the route: 401 invalid apikey); tags_mismatch [client_id, ...] (403 forbidden);
+quota_exceeded [client_id, ...] (429).
 
 TLS (--tls-cert/--tls-key, and --tls-client-ca FILE to require a client certificate
 signed by a CA of FILE; --tls-no-tickets to resume by session id only): the settings
@@ -81,6 +104,7 @@ import base64
 import binascii
 import email.utils
 import hashlib
+import html
 import http
 import itertools
 import json
@@ -111,17 +135,19 @@ from websockets.streams import StreamReader
 
 TUNNEL_PATH = "/.well-known/otoroshi/tunnel"
 
-# Otoroshi's refusals: (status, text of the "Otoroshi-Error" member).
+# Otoroshi's refusals: key -> (status, message, cause id). The messages are the
+# gateway's (PROTOCOL.md section 3); the JWT ones stand for a verifier's.
 ERRORS = {
-    "no_apikey": (400, "no apikey"),
-    "invalid_apikey": (400, "invalid apikey tuple"),
-    "revoked": (401, "bad apikey"),
-    "tags_mismatch": (403, "unauthorized apikey: tags or metadata do not match"),
-    "quota": (429, "too much requests"),
-    "no_route": (404, "route not found"),
-    "not_websocket": (404, "resource not found"),
-    "no_token": (400, "no token found"),
-    "invalid_token": (400, "invalid token"),
+    "no_apikey": (400, "no apikey", "errors.no.api.key"),
+    "invalid_tuple": (400, "invalid apikey tuple", "errors.invalid.api.key"),
+    "bad_apikey": (401, "bad apikey", "errors.bad.api.key"),
+    "invalid_apikey": (401, "invalid apikey", "errors.invalid.api.key"),
+    "forbidden": (403, "forbidden", "errors.forbidden"),
+    "quota": (429, "You performed too much requests", "errors.too.much.requests"),
+    "no_route": (404, "no route found !", "errors.no.route.found"),
+    "not_found": (404, "Resource not found", "errors.not.found"),
+    "no_token": (400, "no token found", "errors.no.token"),
+    "invalid_token": (401, "invalid token", "errors.bad.token"),
 }
 
 DEFAULT_LOGIN_URL = "http://privateapps.oto.tools/privateapps/generic/login"
@@ -136,7 +162,7 @@ KNOBS = {
     "connect_timeout": 10.0,
     "handshake_delay": 0.0,
     "idle_timeout": 60.0,
-    "close_timeout": 10.0,
+    "close_timeout": 3.0,
     "refusal_linger": 30.0,
     "max_frame": 1 << 20,
     "hang": False,
@@ -147,6 +173,9 @@ KNOBS = {
     "abort_how": "close",
     "response_headers": None,
     "refuse": None,
+    "modern_errors": False,
+    "error_template": False,
+    "backend_close": None,
 }
 
 TEMPLATE = re.compile(r"\$\{req\.query\.([A-Za-z0-9_]+)(?::([^}]*))?\}")
@@ -157,12 +186,13 @@ def log(*args):
 
 
 def render_target(template, params):
-    """Expand ${req.query.NAME[:default]} as Otoroshi's expression language does."""
+    """Expand ${req.query.NAME[:default]} as Otoroshi's expression language does: a
+    missing parameter without a default becomes the literal no-query-NAME."""
 
     def sub(m):
         value = params.get(m.group(1))
         if value is None:
-            value = m.group(2) if m.group(2) is not None else ""
+            value = m.group(2) if m.group(2) is not None else f"no-query-{m.group(1)}"
         return value
 
     return TEMPLATE.sub(sub, template)
@@ -254,42 +284,88 @@ class Routes:
 
 
 def authorize(route, headers, params, url):
-    """None when allowed, else (status, otoroshi_text or None, extra headers, key)."""
+    """None when allowed, else (status, message or None, cause, extra headers, key)."""
     access = route["access"]
+
+    def refuse(key):
+        return (*ERRORS[key], [], key)
+
     if access == "public":
         return None
     if access == "apikey":
         auth = headers.get("Authorization")
         if not auth or not auth[:6].lower() == "basic ":
-            return (*ERRORS["no_apikey"], [], "no_apikey")
+            return refuse("no_apikey")
         try:
             tuple_ = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
-            client_id, _, secret = tuple_.partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            return (*ERRORS["invalid_apikey"], [], "invalid_apikey")
-        if f"{client_id}:{secret}" not in route.get("apikeys", []) or not _:
-            return (*ERRORS["invalid_apikey"], [], "invalid_apikey")
-        if client_id in route.get("revoked", []):
-            return (*ERRORS["revoked"], [], "revoked")
+            return refuse("invalid_tuple")
+        client_id, colon, secret = tuple_.partition(":")
+        known = dict(k.partition(":")[::2] for k in route.get("apikeys", []))
+        if not colon or client_id not in known:
+            return refuse("invalid_tuple")
+        if known[client_id] != secret or client_id in route.get("revoked", []):
+            return refuse("bad_apikey")
+        if client_id in route.get("constrained", []):
+            return refuse("invalid_apikey")
         if client_id in route.get("tags_mismatch", []):
-            return (*ERRORS["tags_mismatch"], [], "tags_mismatch")
+            return refuse("forbidden")
         if client_id in route.get("quota_exceeded", []):
-            return (*ERRORS["quota"], [], "quota")
+            return refuse("quota")
         return None
     if access in ("bearer", "jwt"):
         auth = headers.get("Authorization")
         if not auth or not auth[:7].lower() == "bearer ":
-            return (*ERRORS["no_token"], [], "no_token")
+            return refuse("no_token")
         if auth[7:] not in route.get("tokens", []):
-            return (*ERRORS["invalid_token"], [], "invalid_token")
+            return refuse("invalid_token")
         return None
     if access == "session":
         if params.get("pappsToken") in route.get("tokens", []):
             return None
         login = route.get("login_url", DEFAULT_LOGIN_URL)
         location = f"{login}?redirect={urllib.parse.quote(url, safe='')}"
-        return (303, None, [("Location", location)], "session")
+        return (303, None, None, [("Location", location)], "session")
     raise AssertionError(access)
+
+
+def wants_html(headers):
+    """Otoroshi's test (gateway/errors.scala, standardResult): the Accept header,
+    "text/html" when absent, split on commas without trimming, must hold the exact
+    item text/html."""
+    accept = headers.get("Accept")
+    return "text/html" in (accept if accept is not None else "text/html").split(",")
+
+
+def error_page(message):
+    """The shape of Otoroshi's error page (views/oto/error.scala.html)."""
+    text = html.escape(message)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<title>Otoroshi Error</title>\n"
+        "<link rel=\"stylesheet\" href=\"/__otoroshi_assets/stylesheets/error.css\">\n</head>\n"
+        "<body>\n<div class=\"jumbotron\">\n<h2><i class=\"glyphicon glyphicon-warning-sign\"></i> "
+        f"Otoroshi Error</h2>\n<p class=\"lead\">\n{text}\n</p>\n</div>\n</body>\n</html>\n"
+    ).encode()
+
+
+def error_response(route, headers, status, message, cause):
+    """Headers and body of one of Otoroshi's refusals: (extra headers, body, type)."""
+    html_wanted = wants_html(headers)
+    if route and route.get("error_template"):
+        # A custom template: no message header (errors.scala, customResultSync).
+        if html_wanted:
+            page = f"<html><head><title>Access denied</title></head><body><p>{html.escape(message)}</p></body></html>"
+            return [("Otoroshi-Error", "true")], page.encode(), "text/html; charset=utf-8"
+        body = json.dumps({"status": status, "cause": cause, "message": message}).encode()
+        return [("Otoroshi-Error", "true")], body, "application/json"
+    extra = [("Otoroshi-Error", "true"), ("Otoroshi-Error-Msg", message)]
+    if html_wanted:
+        return extra, error_page(message), "text/html; charset=utf-8"
+    if route and route.get("modern_errors"):
+        extra.append(("Otoroshi-Error-Cause", cause))
+        return extra, json.dumps({"error": cause, "error_description": message}).encode(), "application/json"
+    return extra, json.dumps({"Otoroshi-Error": message}).encode(), "application/json"
 
 
 class Gateway:
@@ -442,12 +518,12 @@ class Gateway:
 
         headers = request.headers
         host = headers.get("Host", "")
-        route = self.routes.find(host) if path == TUNNEL_PATH else None
+        route = self.routes.find(host)
         url = f"http://{host}{target}"
-        if "Sec-WebSocket-Version" not in headers:
-            refusal = (*ERRORS["not_websocket"], [], "not_websocket")
-        elif route is None:
+        if route is None:
             refusal = (*ERRORS["no_route"], [], "no_route")
+        elif path != TUNNEL_PATH or "Sec-WebSocket-Version" not in headers:
+            refusal = (*ERRORS["not_found"], [], "not_found")
         else:
             refusal = authorize(route, headers, params, url)
         linger = route["refusal_linger"] if route else self.args.refusal_linger
@@ -457,12 +533,15 @@ class Gateway:
             await self.send_forced_refusal(rec, route["refuse"], writer, reader, linger)
             return
         if refusal:
-            status, text, extra, key = refusal
+            status, text, cause, extra, key = refusal
             rec.update(status=status, error=text, refusal=key)
             self.recorder.write(**rec)
-            body = b"" if text is None else json.dumps({"Otoroshi-Error": text}).encode()
-            await self.send_refusal(writer, reader, status, body, "application/json", extra, linger,
-                                    dribble)
+            body, ctype = b"", None
+            if text is not None:
+                knobs = route or {k: getattr(self.args, k) for k in ("modern_errors", "error_template")}
+                more, body, ctype = error_response(knobs, headers, status, text, cause)
+                extra = more + extra
+            await self.send_refusal(writer, reader, status, body, ctype, extra, linger, dribble)
             return
 
         if route["hang"]:
@@ -721,7 +800,11 @@ class Session:
             pongs_matched=0,
             pongs_unmatched=0,
             messages_to_client=0,
+            dropped_after_client_close=0,
         )
+        # Loop time of the last element through the target flow, either way: what
+        # the route's idle timeout counts.
+        self.last_activity = asyncio.get_running_loop().time()
         self.sha_in = hashlib.sha256()  # client -> target
         self.sha_out = hashlib.sha256()  # target -> client
         self.pings_outstanding = {}  # payload -> sequence number
@@ -805,9 +888,16 @@ class Session:
             if rate and data:
                 await asyncio.sleep(len(data) / rate)  # emulate a slow gateway
 
+    def touch(self):
+        self.last_activity = asyncio.get_running_loop().time()
+
     async def on_frame(self, frame):
         op = frame.opcode
         n = len(frame.data)
+        if op != OP_CLOSE:
+            # Every client frame becomes an element of the target flow (Otoroshi maps
+            # text, ping and pong to empty chunks): each one counts as activity.
+            self.touch()
         if op in (OP_BINARY, OP_TEXT, OP_CONT):
             self.stats["frames_from_client"] += 1
             self.stats["max_frame_from_client"] = max(self.stats["max_frame_from_client"], n)
@@ -858,6 +948,14 @@ class Session:
             )
             if self.msg_opcode is not None:
                 return await self.fail(1002, "close inside a fragmented message")
+            # Play echoes a client's Close at once (the same code and reason), ends
+            # the target's input and cancels the target's output.
+            if self.close_sent is None:
+                self.send_frame(Frame(OP_CLOSE, frame.data))
+                try:
+                    await self.writer.drain()
+                except ConnectionError:
+                    pass
             await self.half_close_target()
             return "close"
         raise AssertionError(op)
@@ -887,30 +985,46 @@ class Session:
                 pass
 
     async def target_to_client(self, treader):
-        """Returns 'eof', 'idle', 'error' or 'aborted'."""
+        """Returns 'eof', 'error' (the target failed), 'client_gone' (the client's
+        connection failed under a write) or 'aborted'. After the client's Close, what the
+        target sends is dropped (and counted), as Play cancels that stream."""
         size = int(self.route["frame_size"])
-        idle = float(self.route["idle_timeout"])
         abort_after = self.route["abort_after_bytes"]
         while True:
             try:
-                data = await asyncio.wait_for(treader.read(size), idle)
-            except asyncio.TimeoutError:
-                return "idle"
+                data = await treader.read(size)
             except (ConnectionError, OSError):
                 return "error"
             if not data:
                 return "eof"
+            self.touch()
+            if self.client_close is not None:
+                self.stats["dropped_after_client_close"] += len(data)
+                continue
             if abort_after is not None:
                 data = data[: abort_after - self.stats["bytes_to_client"]]
             self.stats["bytes_to_client"] += len(data)
             self.sha_out.update(data)
             if data and not await self.send_data(data):
-                return "error"
+                if self.client_close is not None:
+                    continue  # the Close came while this was going out
+                return "client_gone"
             if abort_after is not None and self.stats["bytes_to_client"] >= abort_after:
                 # End the connection (after the data) without a Close frame: the
                 # client sees an abnormal closure (1006).
                 await self.abort(self.route["abort_how"])
                 return "aborted"
+
+    async def idle_watch(self):
+        """Returns 'idle' once no element went through the target flow, either way,
+        for the route's idle timeout (Akka's bidirectional idle timeout)."""
+        idle = float(self.route["idle_timeout"])
+        loop = asyncio.get_running_loop()
+        while True:
+            left = self.last_activity + idle - loop.time()
+            if left <= 0:
+                return "idle"
+            await asyncio.sleep(left)
 
     async def send_data(self, data):
         n = self.stats["messages_to_client"] = self.stats["messages_to_client"] + 1
@@ -998,6 +1112,11 @@ class Session:
         outcome = None
         tasks = []
         try:
+            if self.route["backend_close"] is not None:
+                await self.send_close(int(self.route["backend_close"]), "not a tunnel")
+                outcome = "backend_close"
+                await self.await_client_close()
+                return
             try:
                 host, port = split_host_port(self.target_addr)
                 treader, self.tw = await asyncio.wait_for(
@@ -1011,12 +1130,13 @@ class Session:
                 return
             c2t = asyncio.create_task(self.client_to_target())
             t2c = asyncio.create_task(self.target_to_client(treader))
-            tasks = [c2t, t2c]
+            idle = asyncio.create_task(self.idle_watch())
+            tasks = [c2t, t2c, idle]
             if self.head_out:
                 tasks.append(asyncio.create_task(self.flush_head_later(1.0)))
             if self.route["ping_every"]:
                 tasks.append(asyncio.create_task(self.pinger(float(self.route["ping_every"]))))
-            await asyncio.wait([c2t, t2c], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([c2t, t2c, idle], return_when=asyncio.FIRST_COMPLETED)
             if t2c.done() and t2c.result() == "aborted":
                 outcome = "aborted"
                 if self.aborted_how == "fin":
@@ -1025,24 +1145,44 @@ class Session:
                         await asyncio.wait_for(asyncio.shield(c2t), 5)
                     except asyncio.TimeoutError:
                         outcome += "+no_client_end"
-            elif t2c.done():
-                outcome = "target_" + t2c.result()
+            elif c2t.done() or (t2c.done() and t2c.result() == "client_gone"):
+                # The client's side ended; what it sent before (a Close, say) is
+                # read first, as the frames before a reset are still there.
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(c2t), 2)
+                except asyncio.TimeoutError:
+                    result = "gone"
+                outcome = "client_" + result
+                if result == "close":
+                    # The Close was echoed and the target's input ended; what the
+                    # target still sends is dropped: count it for a moment.
+                    idle.cancel()
+                    if not self.is_tls():
+                        try:
+                            self.writer.write_eof()
+                        except (OSError, RuntimeError):
+                            pass
+                    try:
+                        outcome += "+target_" + await asyncio.wait_for(asyncio.shield(t2c), 1.0)
+                    except asyncio.TimeoutError:
+                        outcome += "+target_open"
+            else:
+                # The target ended (EOF: Close 1000; failed: 1011), or the idle
+                # timeout failed the flow (1011).
+                cause = t2c.result() if t2c.done() else "idle"
+                outcome = "target_" + cause
+                if cause == "idle":
+                    self.target_wr_open = False
+                    t2c.cancel()
                 if self.route["close_delay"]:
                     await asyncio.sleep(self.route["close_delay"])
-                await self.send_close(1000 if t2c.result() == "eof" else 1011)
-                # Wait for the client's answering Close, still passing its data on.
+                await self.send_close(1000 if cause == "eof" else 1011)
+                # Wait for the client's answering Close (still passing its data on
+                # after an EOF), then drop the connection.
                 try:
                     await asyncio.wait_for(asyncio.shield(c2t), self.route["close_timeout"])
                 except asyncio.TimeoutError:
                     outcome += "+no_client_close"
-            else:
-                result = c2t.result()
-                outcome = "client_" + result
-                if result == "close":
-                    # Half-close semantics: the target keeps talking until its EOF.
-                    t2c_result = await t2c
-                    outcome += "+target_" + t2c_result
-                    await self.send_close(1000 if t2c_result == "eof" else 1011)
         finally:
             for t in tasks:
                 t.cancel()
@@ -1077,6 +1217,9 @@ class Session:
                 last_pong_seq=self.last_pong_seq,
                 **self.stats,
             )
+
+    def is_tls(self):
+        return isinstance(self.writer, TlsStream)
 
     async def await_tls_end(self, timeout):
         """After the close handshake, how the client ends TLS (close_notify or not),
@@ -1153,6 +1296,10 @@ def main(argv=None):
     p.add_argument("--tls-no-tickets", action="store_true",
                    help="issue no session tickets (sessions resume by id only)")
     p.add_argument("--abort-how", default=KNOBS["abort_how"], choices=["close", "fin", "reset"])
+    p.add_argument("--modern-errors", action="store_true",
+                   help="refusals in the modern format (Otoroshi-Error-Cause, error_description)")
+    p.add_argument("--error-template", action="store_true",
+                   help="refusals from a custom error template (no Otoroshi-Error-Msg)")
     args = p.parse_args(argv)
     if not args.routes and not args.route:
         p.error("give --routes FILE or --route JSON")

@@ -7,6 +7,8 @@ Blocking sockets with timeouts keep every thread bounded in time.
 - EchoServer: writes back what it reads (after an optional greeting); on EOF it
   half-closes and closes.
 - SinkServer: reads until EOF and records (byte count, sha256) per connection.
+- SlowSinkServer: the same, reading at most `rate` bytes a second through a small
+  receive buffer, so that the backpressure reaches the gateway and the tunnel.
 - SourceServer: sends N seeded random bytes, half-closes, drains until EOF, closes.
 - ReplyAfterEOFServer: reads until EOF, then writes a reply computed from what it
   read (a summary line plus the input reversed), then closes.
@@ -181,6 +183,35 @@ class SinkServer(Service):
     def wait_results(self, count, timeout):
         wait_until(lambda: len(self.results) >= count, timeout, message=f"{count} sink results")
         return list(self.results)
+
+
+class SlowSinkServer(SinkServer):
+    def __init__(self, rate, host="127.0.0.1", rcvbuf=65536):
+        self.rate = rate
+        self.rcvbuf = rcvbuf
+        super().__init__(host)
+        # Set on the listener so that accepted sockets start with it (the window
+        # scale is agreed at the SYN).
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+
+    def serve(self, conn, index):
+        h = hashlib.sha256()
+        n = 0
+        t0 = time.monotonic()
+        while True:
+            data = conn.recv(min(16384, self.rcvbuf))
+            if not data:
+                break
+            h.update(data)
+            n += len(data)
+            with self.lock:
+                self.received += len(data)
+            ahead = n / self.rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        with self.lock:
+            self.results.append((index, n, h.hexdigest()))
+        conn.shutdown(socket.SHUT_WR)
 
 
 class SourceServer(Service):

@@ -7,6 +7,7 @@ behaviour needs), and can be made to misbehave (unmasked frames) on purpose.
 """
 
 import base64
+import html
 import json
 import signal
 import socket
@@ -195,20 +196,122 @@ def test_echo_roundtrip_and_record(gateway, echo):
     assert base64.b64decode(req["head_b64"]).startswith(f"GET {TUNNEL} HTTP/1.1\r\n".encode())
 
 
-def test_half_close_keeps_relaying_until_target_eof(gateway):
+def test_client_close_is_echoed_at_once_and_later_target_data_dropped(gateway):
+    # Play's WebSocketFlowHandler: a client Close is sent straight back, the target's
+    # input ends, and the target's reply to that end is never relayed.
     with ReplyAfterEOFServer() as svc:
         g = gateway([public(svc.addr)])
         c = WsClient(g.port)
         request = random_bytes(300_000, 3)
         c.send(request)
-        c.conn.send_close(1000)  # our only end-of-stream signal
+        t0 = time.monotonic()
+        c.conn.send_close(1000, "done")
         c.flush()
         got, code, _ = c.receive_until_close()
+        echoed = time.monotonic() - t0
+        assert got == b"" and code == 1000 and echoed < 1.0, (len(got), code, echoed)
+        assert c.next_event() is None  # the gateway closes the connection after the echo
         c.close()
-        assert got == reply_after_eof(request)
-        assert code == 1000
+        closed = g.wait_records("closed", 1)[0]
+        assert closed["outcome"] == "client_close+target_eof", closed
+        assert closed["client_close_code"] == 1000 and closed["server_close_code"] == 1000
+        assert closed["bytes_from_client"] == len(request) and closed["bytes_to_client"] == 0
+        # The target got the whole request and its EOF, and its reply was dropped.
+        assert svc.inputs == [request]
+        assert closed["dropped_after_client_close"] == len(reply_after_eof(request)), closed
         rec = g.wait_records("client_close", 1)[0]
         assert rec["code"] == 1000 and rec["after_server_close"] is False
+
+
+def test_client_close_without_code_is_echoed_empty(gateway, echo):
+    g = gateway([public(echo.addr)])
+    c = WsClient(g.port)
+    c.sock.sendall(Frame(OP_CLOSE, b"").serialize(mask=True))
+    data = b""
+    while len(data) < 2:
+        chunk = c.sock.recv(16)
+        assert chunk, data
+        data += chunk
+    assert data[:2] == b"\x88\x00"  # an empty Close back, as Play echoes what came
+    c.close()
+
+
+def test_target_eof_then_no_client_close_drops_after_3s(gateway):
+    with SourceServer(1000, seed=5) as src:
+        g = gateway([public(src.addr)])
+        raw = socket.create_connection(("127.0.0.1", g.port), timeout=TIMEOUT)
+        raw.sendall(upgrade_head(g.port))
+        t0 = time.monotonic()
+        buf = b""
+        while True:  # read everything, never answer the Close
+            chunk = raw.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        waited = time.monotonic() - t0
+        raw.close()
+        assert b"\x88\x02\x03\xe8" in buf  # Close 1000
+        assert 2.5 < waited < 5, waited
+        closed = g.wait_records("closed", 1)[0]
+        assert closed["outcome"] == "target_eof+no_client_close", closed
+
+
+def idle_route(target, seconds):
+    return public(target, idle_timeout=seconds)
+
+
+def test_idle_timeout_closes_1011_after_silence(gateway, echo):
+    g = gateway([idle_route(echo.addr, 1.0)])
+    c = WsClient(g.port)
+    c.send(b"x")
+    assert c.receive_until_close(limit=1)[0] == b"x"
+    t0 = time.monotonic()
+    _, code, _ = c.receive_until_close()
+    quiet = time.monotonic() - t0
+    c.close()
+    assert code == 1011 and 0.8 < quiet < 2.5, (code, quiet)
+    assert g.wait_records("closed", 1)[0]["outcome"].startswith("target_idle")
+
+
+@pytest.mark.parametrize("kind", ["ping", "pong", "text", "binary"])
+def test_every_client_frame_counts_against_the_idle_timeout(gateway, echo, kind):
+    # Otoroshi's flow maps text, ping and pong frames to empty chunks: they are
+    # elements of the target flow all the same, and keep the idle timeout away.
+    g = gateway([idle_route(echo.addr, 1.0)])
+    c = WsClient(g.port)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3.0:
+        {"ping": lambda: c.conn.send_ping(b"p"), "pong": lambda: c.conn.send_pong(b"q"),
+         "text": lambda: c.conn.send_text(b"t"), "binary": lambda: c.conn.send_binary(b"b")}[kind]()
+        c.flush()
+        c.sock.settimeout(0.4)
+        try:
+            c.pump()
+        except socket.timeout:
+            pass
+        c.sock.settimeout(TIMEOUT)
+        assert not any(ev.opcode == OP_CLOSE for ev in c.pending), c.pending
+    c.conn.send_close(1000)
+    c.flush()
+    assert c.receive_until_close()[1] == 1000
+    c.close()
+    closed = g.wait_records("closed", 1)[0]
+    assert closed["outcome"].startswith("client_close"), closed
+
+
+def test_target_data_counts_against_the_idle_timeout(gateway):
+    class Ticker(EchoServer):
+        def serve(self, conn, index):
+            for _ in range(6):
+                conn.sendall(b"t")
+                time.sleep(0.5)
+            conn.shutdown(socket.SHUT_WR)
+    with Ticker() as svc:
+        g = gateway([idle_route(svc.addr, 1.0)])
+        c = WsClient(g.port)
+        got, code, _ = c.receive_until_close()
+        c.close()
+        assert got == b"t" * 6 and code == 1000  # the target's EOF, not the idle timeout
 
 
 def test_target_eof_gives_close_1000_after_all_data(gateway):
@@ -235,27 +338,74 @@ def test_unreachable_target_closes_1011(gateway):
     assert closed["outcome"] == "target_unreachable" and closed["target_error"]
 
 
+def test_backend_close_knob(gateway, echo):
+    g = gateway([public(echo.addr, backend_close=1002)])
+    c = WsClient(g.port)
+    assert c.response.status_code == 101
+    assert c.receive_until_close()[1] == 1002
+    c.close()
+    assert g.wait_records("closed", 1)[0]["outcome"] == "backend_close"
+
+
 APIKEY_ROUTE = dict(host="127.0.0.1", access="apikey", target="127.0.0.1:9",
-                    apikeys=["good:s3cret", "rev:x", "tag:x", "quo:x"],
-                    revoked=["rev"], tags_mismatch=["tag"], quota_exceeded=["quo"])
+                    apikeys=["good:s3cret", "rev:x", "con:x", "tag:x", "quo:x"],
+                    revoked=["rev"], constrained=["con"], tags_mismatch=["tag"],
+                    quota_exceeded=["quo"])
 
-
-@pytest.mark.parametrize("extra,status,text", [
+APIKEY_CASES = [
     ("", 400, "no apikey"),
-    (f"Authorization: {basic('good', 'wrong')}\r\n", 400, "invalid apikey tuple"),
     (f"Authorization: {basic('nobody', 'x')}\r\n", 400, "invalid apikey tuple"),
-    (f"Authorization: {basic('rev', 'x')}\r\n", 401, gw.ERRORS["revoked"][1]),
-    (f"Authorization: {basic('tag', 'x')}\r\n", 403, gw.ERRORS["tags_mismatch"][1]),
-    (f"Authorization: {basic('quo', 'x')}\r\n", 429, "too much requests"),
-])
-def test_apikey_refusals(gateway, extra, status, text):
+    (f"Authorization: {basic('good', 'wrong')}\r\n", 401, "bad apikey"),
+    (f"Authorization: {basic('rev', 'x')}\r\n", 401, "bad apikey"),
+    (f"Authorization: {basic('con', 'x')}\r\n", 401, "invalid apikey"),
+    (f"Authorization: {basic('tag', 'x')}\r\n", 403, "forbidden"),
+    (f"Authorization: {basic('quo', 'x')}\r\n", 429, "You performed too much requests"),
+]
+
+
+@pytest.mark.parametrize("extra,status,text", APIKEY_CASES)
+def test_apikey_refusals_are_html_pages_without_accept(gateway, extra, status, text):
     g = gateway([APIKEY_ROUTE], "--refusal-linger", "0")
     st, headers, body = raw_request(g.port, upgrade_head(g.port, extra=extra))
     assert st == status
-    assert headers["content-type"] == "application/json"
+    assert headers["otoroshi-error"] == "true" and headers["otoroshi-error-msg"] == text
+    assert headers["content-type"].startswith("text/html")
     assert int(headers["content-length"]) == len(body)
-    assert json.loads(body) == {"Otoroshi-Error": text}
+    assert body.startswith(b"<!DOCTYPE html>") and b"<title>Otoroshi Error</title>" in body
+    assert html.escape(text).encode() in body
     assert g.requests()[0]["status"] == status
+
+
+@pytest.mark.parametrize("extra,status,text", APIKEY_CASES)
+def test_apikey_refusals_are_json_with_an_accept_without_html(gateway, extra, status, text):
+    g = gateway([APIKEY_ROUTE], "--refusal-linger", "0")
+    st, headers, body = raw_request(g.port, upgrade_head(g.port, extra=extra + "Accept: */*\r\n"))
+    assert st == status and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"Otoroshi-Error": text}
+    assert headers["otoroshi-error-msg"] == text
+
+
+@pytest.mark.parametrize("accept,html_body", [
+    ("text/html", True), ("application/json,text/html", True), ("*/*", False),
+    # Otoroshi splits on commas without trimming: " text/html" is not "text/html".
+    ("application/json, text/html", False), ("text/html;q=0.9", False),
+])
+def test_accept_header_decides_the_body_as_otoroshi_does(gateway, accept, html_body):
+    g = gateway([APIKEY_ROUTE], "--refusal-linger", "0")
+    st, headers, body = raw_request(g.port, upgrade_head(g.port, extra=f"Accept: {accept}\r\n"))
+    assert st == 400 and body.startswith(b"<!DOCTYPE html>") == html_body, (accept, body[:40])
+
+
+def test_modern_and_template_error_formats(gateway):
+    g = gateway([dict(APIKEY_ROUTE, modern_errors=True)], "--refusal-linger", "0")
+    st, headers, body = raw_request(g.port, upgrade_head(g.port, extra="Accept: application/json\r\n"))
+    assert st == 400 and headers["otoroshi-error-cause"] == "errors.no.api.key"
+    assert json.loads(body) == {"error": "errors.no.api.key", "error_description": "no apikey"}
+    g.set_routes([dict(APIKEY_ROUTE, error_template=True)])
+    st, headers, body = raw_request(g.port, upgrade_head(g.port))
+    assert st == 400 and "otoroshi-error-msg" not in headers and body.startswith(b"<html>")
+    st, headers, body = raw_request(g.port, upgrade_head(g.port, extra="Accept: application/json\r\n"))
+    assert "otoroshi-error-msg" not in headers and json.loads(body)["message"] == "no apikey"
 
 
 def test_apikey_accepted(gateway, echo):
@@ -267,12 +417,14 @@ def test_apikey_accepted(gateway, echo):
     c.close()
 
 
-def test_404_wrong_host_and_missing_version(gateway):
+def test_404_wrong_host_path_and_missing_version(gateway):
     g = gateway([public("127.0.0.1:9")], "--refusal-linger", "0")
-    st, _, body = raw_request(g.port, upgrade_head(g.port, host="other.example:1"))
-    assert st == 404 and "Otoroshi-Error" in json.loads(body)
-    st, _, body = raw_request(g.port, upgrade_head(g.port, version=False))
-    assert st == 404 and "Otoroshi-Error" in json.loads(body)
+    st, headers, _ = raw_request(g.port, upgrade_head(g.port, host="other.example:1"))
+    assert st == 404 and headers["otoroshi-error-msg"] == "no route found !"
+    st, headers, _ = raw_request(g.port, upgrade_head(g.port, version=False))
+    assert st == 404 and headers["otoroshi-error-msg"] == "Resource not found"
+    st, headers, _ = raw_request(g.port, upgrade_head(g.port, path="/elsewhere"))
+    assert st == 404 and headers["otoroshi-error-msg"] == "Resource not found"
     # Host matching ignores case and port.
     g.set_routes([dict(public("127.0.0.1:9"), host="Gw.Example")])
     st, _, _ = raw_request(g.port, upgrade_head(g.port, host="gW.example:443"))
@@ -282,8 +434,9 @@ def test_404_wrong_host_and_missing_version(gateway):
 def test_bearer_and_session(gateway, echo):
     g = gateway([dict(host="127.0.0.1", access="bearer", tokens=["tok"], target=echo.addr)],
                 "--refusal-linger", "0")
-    st, _, body = raw_request(g.port, upgrade_head(g.port, extra="Authorization: Bearer nope\r\n"))
-    assert st == 400 and json.loads(body) == {"Otoroshi-Error": "invalid token"}
+    st, headers, body = raw_request(g.port, upgrade_head(
+        g.port, extra="Authorization: Bearer nope\r\nAccept: application/json\r\n"))
+    assert st == 401 and json.loads(body) == {"Otoroshi-Error": "invalid token"}
     c = WsClient(g.port, headers=[("Authorization", "Bearer tok")])
     assert c.response.status_code == 101
     c.close()
@@ -304,7 +457,13 @@ def test_template_target(gateway):
             c = WsClient(g.port, path=path)
             assert c.receive_until_close(limit=1)[0] == want
             c.close()
-    assert gw.render_target("${req.query.remoteHost}:1", {}) == ":1"
+    # A parameter missing without a default is Otoroshi's literal no-query-NAME.
+    assert gw.render_target("${req.query.remoteHost}:1", {}) == "no-query-remoteHost:1"
+    g.set_routes([public("${req.query.remoteHost}:${req.query.remotePort}")])
+    c = WsClient(g.port)
+    assert c.receive_until_close()[1] == 1011
+    c.close()
+    assert g.wait_records("closed", 4)[-1]["target"] == "no-query-remoteHost:no-query-remotePort"
 
 
 def test_fragment_text_and_ping_frames(gateway):

@@ -165,6 +165,7 @@ class Transfer:
         self.send_error = None
         self.sent_at = None
         self.eof_at = None
+        self.last_at = None  # when the last bytes arrived
         self.t0 = time.monotonic()
         sock.settimeout(timeout)
         self.sender = threading.Thread(target=self._send, daemon=True)
@@ -189,6 +190,7 @@ class Transfer:
                 if not chunk:
                     break
                 self.nreceived += len(chunk)
+                self.last_at = time.monotonic()
                 self.sha.update(chunk)
                 if self.keep:
                     self.received += chunk

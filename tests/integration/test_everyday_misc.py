@@ -195,7 +195,7 @@ def test_summary_refusal(gateway, tunnel, echo):
         s.sendall(b"never carried")
         expect_closed(s, 5)
     m = summary_for(t, peer)
-    assert m.group("reason") == "refused" and m.group("http") == "400"
+    assert m.group("reason") == "refused" and m.group("http") == "401"
     assert (m.group("sent"), m.group("received")) == ("0", "0")
     t2 = tunnel(g, "--apikey-client-id", "gone", "--apikey-client-secret", "x")
     g.set_routes([route("apikey", echo.addr, apikeys=["gone:x"], revoked=["gone"])])
@@ -241,7 +241,7 @@ def test_summary_gateway_unreachable(tunnel):
 
 def test_one_summary_per_tunnel(gateway, tunnel, echo):
     g = gateway([public_route(echo.addr)])
-    t = tunnel(g, *PUBLIC)
+    t = tunnel(g, *PUBLIC, "--linger", "0.2")
     peers = []
     for i in range(6):
         with t.connect() as s:

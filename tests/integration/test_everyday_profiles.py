@@ -497,7 +497,7 @@ def test_no_secret_in_cmdline_or_trace_logs(gateway, procs, echo, home, tmp_path
     g.set_routes([route("apikey", echo.addr, apikeys=["sid:other"])])
     with t.connect() as s:
         expect_closed(s, 5)
-    t.wait_for(r"^\[ERROR .*HTTP 400", 5)
+    t.wait_for(r"^\[ERROR .*HTTP 401", 5)
     t.stop(signal.SIGTERM)
     assert t.wait_exit(5) == 0
     text = t.text() + "\n".join(t.stdout_lines)

@@ -108,7 +108,7 @@ def test_ssh_fails_cleanly_when_the_gateway_refuses(gateway, sshd, tmp_path, hom
     err = r.stderr.decode(errors="replace")
     assert r.returncode == 255, err
     assert r.stdout == b""
-    assert re.search(r"^\[ERROR otoroshictl::tunnels::tcp\] Otoroshi refused the tunnel .*HTTP 400",
+    assert re.search(r"^\[ERROR otoroshictl::tunnels::tcp\] Otoroshi refused the tunnel .*HTTP 401",
                      err, re.M), err
     rc, _ = read_rc(rc_path)
     assert rc not in (0, None) and rc > 0, rc
@@ -179,7 +179,7 @@ def test_stdio_refusal_exits_non_zero_with_an_error_line(gateway, stdio, echo):
     lines = [line for line in err.splitlines() if line]
     assert lines, "no reason given on stderr"
     assert all(LINE_RE.match(line) for line in lines), err
-    assert any(line.startswith("[ERROR ") and "HTTP 400" in line and "refused" in line
+    assert any(line.startswith("[ERROR ") and "HTTP 401" in line and "refused" in line
                for line in lines), err
     assert not any(line.startswith("[INFO ") for line in lines), err
     assert r.nout == 0

@@ -629,7 +629,7 @@ def test_secrets_absent_at_trace_level_over_wss(gateway, tunnel, echo, pki):
     g.set_routes([dict(route, apikeys=["tls-id:other"])])  # a refusal's path too
     with t.connect() as s:
         expect_closed(s, 5)
-    t.wait_for(r"^\[ERROR .*\b400\b", 5)
+    t.wait_for(r"^\[ERROR .*\b401\b", 5)
     t.stop()
     t.wait_exit(5)
     text = t.text() + "\n".join(t.stdout_lines)
