@@ -223,16 +223,24 @@ static const struct opt *find_short(char c)
 	return NULL;
 }
 
+static int check_value(enum opt_id id, const char *v, const char *label, char *err, size_t errlen);
+
 /* Reads the secret a *-file option names into the setting it provides. */
 static int apply_secret_file(const struct opt *o, const char *path, struct tunnel_config *cfg, char *err,
 			     size_t errlen)
 {
 	char what[64];
 	snprintf(what, sizeof(what), "--%s", o->long_name);
-	char *secret = config_own(cfg, config_read_secret_file(path, what, err, errlen));
+	bool is_file;
+	char *secret = config_own(cfg, config_read_secret_file(path, what, &is_file, err, errlen));
 	if (secret == NULL)
 		return CLI_USAGE;
-	config_check_private(path, cfg->warning, sizeof(cfg->warning));
+	char label[1100];
+	snprintf(label, sizeof(label), "%s '%s'", what, path);
+	if (check_value(o->target, secret, label, err, errlen) != CLI_OK)
+		return CLI_USAGE;
+	if (is_file)
+		config_check_private(path, cfg->warning, sizeof(cfg->warning));
 	if (o->target == OPT_CLIENT_SECRET)
 		cfg->apikey_client_secret = secret;
 	else if (o->target == OPT_BEARER)
@@ -259,10 +267,47 @@ static int parse_bool(const char *v, bool *out)
 	return -1;
 }
 
+/* Values that go into the request head (or the SNI) must not carry a byte
+ * that would end a header line or forge another; a client id cannot hold
+ * the ':' that Basic authentication splits on. label names where the value
+ * came from: the flag, the variable or the file. */
+static int check_value(enum opt_id id, const char *v, const char *label, char *err, size_t errlen)
+{
+	switch (id) {
+	case OPT_HOST: case OPT_REMOTE_HOST: case OPT_CLIENT_ID: case OPT_CLIENT_SECRET:
+	case OPT_BEARER: case OPT_SESSION: case OPT_PROXY: case OPT_TLS_SERVER_NAME:
+		break;
+	default:
+		return CLI_OK;
+	}
+	long at = url_control_at(v);
+	if (at >= 0) {
+		unsigned char c = (unsigned char)v[at];
+		char what[64];
+		if (c == '\r' || c == '\n')
+			snprintf(what, sizeof(what), "a line break");
+		else
+			snprintf(what, sizeof(what), "the control character 0x%02X", c);
+		snprintf(err, errlen, "%s holds %s at byte %ld: it cannot go into the request head (a value of "
+			 "several lines? give only the value itself)", label, what, at + 1);
+		return CLI_USAGE;
+	}
+	if (id == OPT_CLIENT_ID && strchr(v, ':') != NULL) {
+		snprintf(err, errlen, "%s holds ':', which the Basic credential ('id:secret') cannot carry: check "
+			 "the client id", label);
+		return CLI_USAGE;
+	}
+	return CLI_OK;
+}
+
 static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, char *err, size_t errlen)
 {
 	if (o->takes_value && v[0] == '\0')
 		return usage(err, errlen, "--%s needs a non-empty value%s", o->long_name, "");
+	char label[64];
+	snprintf(label, sizeof(label), "--%s", o->long_name);
+	if (check_value(o->id, v, label, err, errlen) != CLI_OK)
+		return CLI_USAGE;
 	switch (o->id) {
 	case OPT_HOST: cfg->host = v; break;
 	case OPT_TLS: cfg->tls = true; break;
@@ -320,6 +365,19 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	return CLI_OK;
 }
 
+/* "127.0.0.1:2241", "localhost:2241", "[::1]:2241": an address with a
+ * port, where only an address goes (a bare IPv6 address has several
+ * colons, a bracketed one nothing after its bracket). */
+static bool local_host_has_port(const char *h)
+{
+	if (h[0] == '[') {
+		const char *close = strchr(h, ']');
+		return close != NULL && close[1] == ':';
+	}
+	const char *colon = strchr(h, ':');
+	return colon != NULL && strchr(colon + 1, ':') == NULL;
+}
+
 /* The checks that need every option: what the access type requires. */
 static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 {
@@ -327,8 +385,17 @@ static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 		return usage(err, errlen, "--host is required: the Otoroshi host that serves the tunnel route, "
 			     "for example --host otoroshi.example.com:8443%s%s", "", "");
 	int rc = url_parse_host(cfg->host, cfg->tls, cfg->gw_name, sizeof(cfg->gw_name), &cfg->gw_port);
+	if (rc == URL_ERR_SCHEME) {
+		bool secure = strncasecmp(cfg->host, "wss://", 6) == 0 || strncasecmp(cfg->host, "https://", 8) == 0;
+		return usage(err, errlen, "--host: '%s': %s", cfg->host,
+			     secure && !cfg->tls ? "give HOST[:PORT], without a scheme, and add --tls for wss://"
+						 : url_strerror(rc));
+	}
 	if (rc != URL_OK)
 		return usage(err, errlen, "--host: '%s': %s", cfg->host, url_strerror(rc));
+	if (local_host_has_port(cfg->local_host))
+		return usage(err, errlen, "--local-host: '%s' holds a port: give the address alone, and the port with "
+			     "--local-port%s", cfg->local_host, "");
 	if (!cfg->tls) {
 		const char *tls_only = cfg->ca_cert ? "--ca-cert" : cfg->client_cert ? "--client-cert"
 				     : cfg->client_key ? "--client-key" : cfg->insecure ? "--insecure"
@@ -371,7 +438,7 @@ static bool is_given(const struct tunnel_config *cfg, const struct opt *o)
 }
 
 /* Secrets from the environment keep them out of shell history and ps. */
-static void apply_environment(struct tunnel_config *cfg)
+static int apply_environment(struct tunnel_config *cfg, char *err, size_t errlen)
 {
 	static const struct { const char *var; enum opt_id id; } vars[] = {
 		{"OTOROSHI_APIKEY_CLIENT_ID", OPT_CLIENT_ID},
@@ -383,6 +450,8 @@ static void apply_environment(struct tunnel_config *cfg)
 		const char *v = getenv(vars[i].var);
 		if (v == NULL || v[0] == '\0' || ((cfg->given >> vars[i].id) & 1))
 			continue;
+		if (check_value(vars[i].id, v, vars[i].var, err, errlen) != CLI_OK)
+			return CLI_USAGE;
 		switch (vars[i].id) {
 		case OPT_CLIENT_ID: cfg->apikey_client_id = v; break;
 		case OPT_CLIENT_SECRET: cfg->apikey_client_secret = v; break;
@@ -391,6 +460,7 @@ static void apply_environment(struct tunnel_config *cfg)
 		}
 		cfg->given |= 1UL << vars[i].id;
 	}
+	return CLI_OK;
 }
 
 struct profile_ctx {
@@ -503,9 +573,17 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 	}
 	if (help)
 		return CLI_HELP;
-	if (cfg->list_profiles)
+	if (cfg->list_profiles) {
+		/* Anything else would be silently ignored. */
+		unsigned long others = cfg->given & ~((1UL << OPT_LIST_PROFILES) | (1UL << OPT_CONFIG) | (1UL << OPT_VERBOSE));
+		for (size_t i = 0; i < N_OPTS && others != 0; i++)
+			if ((others >> opts[i].id) & 1)
+				return usage(err, errlen, "--list-profiles goes with --config alone, not with --%s%s",
+					     opts[i].long_name, "");
 		return CLI_LIST_PROFILES;
-	apply_environment(cfg);
+	}
+	if (apply_environment(cfg, err, errlen) != CLI_OK)
+		return CLI_USAGE;
 	if (cfg->profile != NULL && apply_profile(cfg, err, errlen) != CLI_OK)
 		return CLI_USAGE;
 	return check(cfg, err, errlen);

@@ -63,6 +63,10 @@ struct tunnel_config {
 	const char *ignored[24];
 	size_t n_ignored;
 
+	/* Which of the descriptors 0 to 2 were closed at start (bit per fd;
+	 * they are open on /dev/null now). */
+	unsigned std_closed;
+
 	/* A warning for the user (a secret in a file others can read), or "". */
 	char warning[512];
 	/* Strings the config owns. */
@@ -94,9 +98,20 @@ int config_load_profile(const char *path, const char *name, config_apply_fn appl
  * 0, or -1 with err. */
 int config_list_profiles(const char *path, FILE *out, char *err, size_t errlen);
 
-/* Reads a secret from a file: the first line, without its line end. Returns
- * an allocated string, or NULL with err naming the file. */
-char *config_read_secret_file(const char *path, const char *what, char *err, size_t errlen);
+/* The longest first line a secret file may have: enough for any JWT. */
+#define CONFIG_SECRET_MAX 65536
+
+/* Reads a secret from a file: its first line, without the line end (LF or
+ * CRLF) and without a leading UTF-8 byte order mark, of at most
+ * CONFIG_SECRET_MAX bytes. A FIFO is read up to its first line end. Returns
+ * an allocated string, or NULL with err naming the file and what is wrong
+ * (unreadable, a directory, a device or a socket, empty, an empty first
+ * line, too long, a NUL byte). *is_file tells whether it is a regular file
+ * (whose permissions are worth a warning). */
+char *config_read_secret_file(const char *path, const char *what, bool *is_file, char *err, size_t errlen);
+
+/* Wipes memory that held a secret, in a way the compiler keeps. */
+void config_wipe(void *p, size_t len);
 
 /* When path is readable by group or others, writes a warning naming it. */
 void config_check_private(const char *path, char *warning, size_t warnlen);

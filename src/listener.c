@@ -1,6 +1,7 @@
 /* listener: bind, accept, signals and the graceful stop; see listener.h. */
 #include "listener.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -69,6 +70,8 @@ void listener_tunnel_added(struct listener *l, struct tunnel *t)
 
 static void close_lifetime_handles(struct listener *l)
 {
+	log_set_backlog_hook(NULL, NULL);
+	uv_close((uv_handle_t *)&l->log_drain, NULL);
 	uv_close((uv_handle_t *)&l->sigint, NULL);
 	uv_close((uv_handle_t *)&l->sigterm, NULL);
 	uv_close((uv_handle_t *)&l->sighup, NULL);
@@ -338,8 +341,24 @@ static int bind_and_listen(struct listener *l, char *where, size_t wherelen)
 	return 0;
 }
 
+static void on_log_drain(uv_timer_t *timer)
+{
+	if (log_flush())
+		uv_timer_stop(timer);
+}
+
+static void on_log_backlog(void *data)
+{
+	struct listener *l = data;
+	if (!uv_is_active((uv_handle_t *)&l->log_drain))
+		uv_timer_start(&l->log_drain, on_log_drain, 50, 50);
+}
+
 static void start_lifetime_handles(struct listener *l)
 {
+	uv_timer_init(l->loop, &l->log_drain);
+	l->log_drain.data = l;
+	log_set_backlog_hook(on_log_backlog, l);
 	uv_signal_init(l->loop, &l->sigint);
 	uv_signal_init(l->loop, &l->sigterm);
 	uv_signal_init(l->loop, &l->sighup);
@@ -353,23 +372,43 @@ static void start_lifetime_handles(struct listener *l)
 	uv_signal_start(&l->sighup, on_signal, SIGHUP);
 }
 
-/* --stdio: no listener, one tunnel, and its end is the process's. */
+/* The loop is over: a last try for the log lines still waiting. */
+static int finish_loop(struct listener *l, int status)
+{
+	uv_loop_close(l->loop);
+	log_flush();
+	return status;
+}
+
+/* --stdio: no listener, one tunnel, and its end is the process's. libuv
+ * makes standard input and output non-blocking, and a pipe's description
+ * is shared with the commands around us: their flags are put back at the
+ * end. */
 static int run_stdio(struct listener *l)
 {
+	int in_flags = fcntl(STDIN_FILENO, F_GETFL), out_flags = fcntl(STDOUT_FILENO, F_GETFL);
+	const struct tunnel_config *cfg = l->cfg;
 	start_lifetime_handles(l);
-	int rc = tunnel_start_stdio(l);
+	int rc = (cfg->std_closed & 3) ? UV_EBADF : tunnel_start_stdio(l);
 	if (rc < 0) {
-		log_error("--stdio needs pipes, sockets or a terminal on standard input and output: %s",
-			  rc == UV_EINVAL ? "one of them is a file or a device that cannot be watched (use a pipe: cat FILE | otoroshictl ...)" : uv_strerror(rc));
+		if (cfg->std_closed & 3)
+			log_error("--stdio needs standard input and output, and standard %s closed (as with %s): give the "
+				  "tunnel a pipe, a socket or a terminal", (cfg->std_closed & 1) ? "input is" : "output is",
+				  (cfg->std_closed & 1) ? "<&-" : ">&-");
+		else
+			log_error("--stdio needs pipes, sockets or a terminal on standard input and output: %s",
+				  rc == UV_EINVAL ? "one of them is a file or a device that cannot be watched (use a pipe: cat FILE | otoroshictl ...)" : uv_strerror(rc));
 		l->stopping = true;
 		close_lifetime_handles(l);
 		uv_run(l->loop, UV_RUN_DEFAULT);
-		uv_loop_close(l->loop);
-		return 1;
+		return finish_loop(l, 1);
 	}
 	uv_run(l->loop, UV_RUN_DEFAULT);
-	uv_loop_close(l->loop);
-	return l->exit_status;
+	if (in_flags >= 0)
+		fcntl(STDIN_FILENO, F_SETFL, in_flags);
+	if (out_flags >= 0)
+		fcntl(STDOUT_FILENO, F_SETFL, out_flags);
+	return finish_loop(l, l->exit_status);
 }
 
 int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
@@ -392,8 +431,7 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 		if (uv_is_active((uv_handle_t *)&l.server) || l.server.loop != NULL)
 			uv_close((uv_handle_t *)&l.server, NULL);
 		uv_run(l.loop, UV_RUN_DEFAULT);
-		uv_loop_close(l.loop);
-		return 1;
+		return finish_loop(&l, 1);
 	}
 	char remote[300];
 	format_remote(cfg, remote, sizeof(remote));
@@ -409,6 +447,5 @@ int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
 	log_info("TCP tunnel ready, waiting for connections ...");
 
 	uv_run(l.loop, UV_RUN_DEFAULT);
-	uv_loop_close(l.loop);
-	return 0;
+	return finish_loop(&l, 0);
 }

@@ -26,6 +26,7 @@ struct listener {
 	uv_signal_t sigint, sigterm, sighup;
 	uv_timer_t grace;
 	uv_timer_t keepalive; /* one timer checks every tunnel; runs only while tunnels exist */
+	uv_timer_t log_drain; /* runs only while log lines wait for standard error */
 	struct tunnel *tunnels; /* doubly linked through tunnel.prev/next */
 	size_t count;
 	size_t peak; /* most tunnels at once since memory was last handed back */

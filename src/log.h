@@ -36,6 +36,19 @@ void log_raise(enum log_level level);
 bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Logging never blocks: standard error, when a pipe, FIFO or terminal, is
+ * written through a non-blocking description of its own (made here, once
+ * descriptors 0 to 2 are known to be open); what it cannot take at once
+ * waits in a backlog of LOG_BACKLOG bytes, and lines beyond it are dropped
+ * and counted, the count logged once they flow again. */
+#define LOG_BACKLOG 65536
+void log_stream_setup(void);
+/* Called when lines start to wait, so that the loop calls log_flush until
+ * it returns true. */
+void log_set_backlog_hook(void (*hook)(void *data), void *data);
+/* Writes what waits, if standard error takes it; true when nothing waits. */
+bool log_flush(void);
+
 /* Parses a level name; returns 0 when the name is unknown. */
 enum log_level log_level_parse(const char *name);
 

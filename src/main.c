@@ -1,5 +1,7 @@
 /* main: `otoroshictl`'s entry point: global options, the subcommands, and
  * the exit status. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,26 @@ static void raise_fd_limit(void)
 		  (unsigned long long)raised.rlim_cur);
 }
 
+/* A shell can start us with standard input, output or error closed (<&-,
+ * >&-, 2>&-). The descriptors 0 to 2 are then the next ones handed out,
+ * and the loop's own would land there, where libuv refuses to close them
+ * and log lines would go into them. Each closed one is opened on
+ * /dev/null; the bits returned say which were closed. */
+static unsigned reopen_closed_std(void)
+{
+	unsigned closed = 0;
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		/* The lowest free descriptor is this one. */
+		int got = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+		if (got >= 0 && got != fd)
+			close(got);
+		closed |= 1u << fd;
+	}
+	return closed;
+}
+
 /* The reference client's global options, given before the command. */
 struct ignored {
 	const char *names[16];
@@ -61,11 +83,12 @@ static void say_ignored(const char *const *names, size_t n)
 			  names[i]);
 }
 
-static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct ignored *before)
+static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct ignored *before, unsigned std_closed)
 {
 	struct tunnel_config cfg;
 	char err[512];
 	cli_defaults(&cfg);
+	cfg.std_closed = std_closed;
 	int rc = cli_parse_tcp_tunnel(argc, argv, &cfg, err, sizeof(err));
 	if (rc == CLI_HELP) {
 		cli_print_tcp_tunnel_help(stdout);
@@ -151,8 +174,10 @@ static bool is_tcp_tunnel(const char *cmd)
 
 int main(int argc, char **argv)
 {
+	unsigned std_closed = reopen_closed_std();
 	bool verbose = false;
 	int bad_env = log_init();
+	log_stream_setup();
 	struct ignored before = {.n = 0};
 	int i = 1;
 	for (; i < argc; i++) {
@@ -191,8 +216,13 @@ int main(int argc, char **argv)
 	}
 	const char *cmd = argv[i];
 	if (is_tcp_tunnel(cmd))
-		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose, &before);
+		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose, &before, std_closed);
 	if (strcmp(cmd, "completions") == 0) {
+		if (i + 2 < argc) {
+			fprintf(stderr, "error: completions takes one shell, not '%s' after it (as in 'otoroshictl "
+					"completions bash')\n", argv[i + 2]);
+			return CLI_EXIT_USAGE;
+		}
 		if (i + 1 >= argc || completions_print(argv[i + 1], stdout) != 0) {
 			fprintf(stderr, "error: completions needs a shell: bash, zsh or fish (as in "
 					"'otoroshictl completions bash')\n");

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include <mbedtls/base64.h>
+#include <mbedtls/platform_util.h>
 
 #include "url.h"
 
@@ -74,6 +75,12 @@ int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen
 		if (!decode(p, ulen, user, sizeof(user)) ||
 		    (colon && !decode(colon + 1, (size_t)(at - colon - 1), pass, sizeof(pass)))) {
 			snprintf(err, errlen, "%s: the proxy credentials are too long", src);
+			return -1;
+		}
+		if (url_control_at(user) >= 0 || url_control_at(pass) >= 0) {
+			mbedtls_platform_zeroize(pass, sizeof(pass));
+			snprintf(err, errlen, "%s: the proxy URL's user name or password holds a control character "
+				 "(a line break?): it cannot go into the request head", src);
 			return -1;
 		}
 		char plain[520];

@@ -534,7 +534,10 @@ void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 	char why[160];
 	describe_mbedtls(c->last_error, why, sizeof(why));
 	const char *hint = "";
-	if (c->last_error == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE)
+	if (c->last_error == MBEDTLS_ERR_SSL_INVALID_RECORD && !c->established)
+		hint = " — this port does not answer in TLS (a plain HTTP port?): leave out --tls, or give the port of "
+		       "the gateway's TLS listener";
+	else if (c->last_error == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE)
 		hint = setup.have_identity ? " — the gateway refused the handshake: check --client-cert/--client-key"
 					   : " — the gateway refused the handshake; if it wants a client certificate, give "
 					     "--client-cert and --client-key";

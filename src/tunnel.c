@@ -81,6 +81,7 @@ struct tunnel {
 	bool upstream_paused;
 	bool upstream_closing;
 	bool gateway_gone; /* its connection ended, or it stopped answering */
+	uint64_t control_mark; /* ws_control_bytes when nothing was queued for the gateway */
 
 	struct ws *ws;
 	struct upgrade_response *resp; /* only during the handshake */
@@ -630,8 +631,11 @@ static void up_on_end(void *user, int status)
 			report_refusal(t);
 			close_all(t, "refused");
 		} else {
-			log_error("Otoroshi closed the connection during the WebSocket upgrade for %s: %s", t->peer,
-				  status == UV_EOF ? "no complete answer" : uv_strerror(status));
+			log_error("Otoroshi closed the connection during the WebSocket upgrade for %s: %s%s", t->peer,
+				  status == UV_EOF ? "no complete answer" : uv_strerror(status),
+				  t->resp->head_len == 0 && !t->owner->cfg->tls
+					  ? " (nothing at all came back: if this port speaks TLS, add --tls)"
+					  : "");
 			close_all(t, "upgrade failed");
 		}
 		return;
@@ -756,6 +760,16 @@ static void steer_local(struct tunnel *t)
 		t->local_reading = want;
 }
 
+/* Bytes of control frames queued for the gateway since its queue was last
+ * empty: answers to Pings that it sends and never reads. */
+static uint64_t control_backlog(struct tunnel *t)
+{
+	uint64_t sent = ws_control_bytes(t->ws);
+	if (upstream_pending(&t->upstream) == 0)
+		t->control_mark = sent;
+	return sent - t->control_mark;
+}
+
 /* Reads from the gateway while the local client keeps up with what came.
  * Once the local side is gone, what comes is read and dropped until the
  * gateway's answering Close: closing with its data unread would reset the
@@ -767,6 +781,8 @@ static void steer_upstream(struct tunnel *t)
 		want = true;
 	else if (t->phase != PHASE_OPEN || t->gateway_gone || !ws_want_read(t->ws))
 		want = false;
+	else if (control_backlog(t) >= TUNNEL_CONTROL_HIGH_WATER)
+		want = false; /* Pongs pile up for a gateway that reads nothing: bounded */
 	else if (t->down != DOWN_OPEN)
 		want = true;
 	else {
@@ -1049,7 +1065,7 @@ void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
 		return;
 	/* A tunnel that stopped reading for backpressure hears nothing by its
 	 * own choice: that is not the gateway's silence. */
-	if (t->upstream_paused || !t->upstream.reading) {
+	if (t->upstream_paused) {
 		liveness_heard(&t->live, now);
 		return;
 	}

@@ -18,6 +18,9 @@ struct tunnel;
  * reading; below the low mark it reads again. */
 #define TUNNEL_HIGH_WATER (512 * 1024)
 #define TUNNEL_LOW_WATER (128 * 1024)
+/* Control frames (answers to the gateway's Pings) queued towards a gateway
+ * that reads nothing: past this, the tunnel stops reading it. */
+#define TUNNEL_CONTROL_HIGH_WATER (64 * 1024)
 /* From accept to an accepted upgrade. */
 #define TUNNEL_HANDSHAKE_TIMEOUT_MS 10000
 /* How long the gateway has to close after our Close, and how long the local

@@ -32,6 +32,8 @@ const char *upgrade_strerror(int err)
 	case UPGRADE_ERR_EXTENSION: return "the 101 answer names an extension or subprotocol that was not offered";
 	case UPGRADE_ERR_CRYPTO: return "base64 or SHA-1 failed";
 	case UPGRADE_ERR_TRUNCATED: return "the connection closed before the answer's head was complete";
+	case UPGRADE_ERR_TLS: return "the gateway answered with TLS: this port wants --tls";
+	case UPGRADE_ERR_HTTP10: return "the 101 answer is HTTP/1.0, which cannot switch protocols";
 	default: return "unknown error";
 	}
 }
@@ -183,6 +185,7 @@ static int parse_head(struct upgrade_response *r)
 	    !isdigit((unsigned char)line[11]) || (line[12] != ' ' && line[12] != '\0'))
 		return UPGRADE_ERR_MALFORMED;
 	r->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+	bool http10 = line[7] == '0';
 	snprintf(r->reason, sizeof(r->reason), "%s", line[12] ? line + 13 : "");
 
 	bool upgrade = false, connection = false, accept_seen = false, accept_ok = false, extra = false;
@@ -234,6 +237,8 @@ static int parse_head(struct upgrade_response *r)
 	}
 	if (r->status != 101)
 		return UPGRADE_REFUSED;
+	if (http10)
+		return UPGRADE_ERR_HTTP10;
 	if (!upgrade)
 		return UPGRADE_ERR_NO_UPGRADE;
 	if (!connection)
@@ -324,6 +329,14 @@ int upgrade_response_feed(struct upgrade_response *r, const uint8_t *data, size_
 	if (r->phase == PHASE_BODY)
 		return feed_body(r, data, len, consumed);
 
+	/* A TLS record (a handshake, or the alert of a TLS server that got
+	 * plain text) where HTTP should be. */
+	if (r->head_len == 0 && len >= 2 && (data[0] == 0x15 || data[0] == 0x16) && data[1] == 0x03) {
+		r->phase = PHASE_DONE;
+		r->result = UPGRADE_ERR_TLS;
+		*consumed = len;
+		return UPGRADE_ERR_TLS;
+	}
 	/* Copy no more than the head can hold; the end of the head is looked
 	 * for only in what is new (plus three bytes of overlap). */
 	size_t room = UPGRADE_MAX_HEAD - r->head_len;

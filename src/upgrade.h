@@ -33,6 +33,8 @@ enum upgrade_result {
 	UPGRADE_ERR_EXTENSION = -7,     /* an extension or subprotocol nobody asked for */
 	UPGRADE_ERR_CRYPTO = -8,
 	UPGRADE_ERR_TRUNCATED = -9,     /* the connection ended inside the head */
+	UPGRADE_ERR_TLS = -10,          /* the answer is a TLS record: the port speaks TLS */
+	UPGRADE_ERR_HTTP10 = -11,       /* a 101 over HTTP/1.0, which has no upgrade */
 };
 
 const char *upgrade_strerror(int err);

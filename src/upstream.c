@@ -155,7 +155,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 						 ? "the gateway closed the connection during the TLS handshake "
 						   "(does it accept --client-cert?)"
 						 : "the gateway closed the connection during the TLS handshake; if it "
-						   "wants a client certificate, give --client-cert and --client-key");
+						   "wants a client certificate, give --client-cert and --client-key (or, if "
+						   "the port does not speak TLS, leave out --tls)");
 			return;
 		}
 		ended(u, (int)nread);

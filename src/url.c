@@ -15,6 +15,9 @@ const char *url_strerror(int err)
 	case URL_ERR_BAD_BRACKET: return "an IPv6 address in brackets is not closed, or is followed by something other than :PORT";
 	case URL_ERR_TOO_LONG: return "the host name is too long";
 	case URL_ERR_BAD_CHAR: return "the host holds a character that cannot appear in a host name (space, '/', '?', '#', '@' or a control character)";
+	case URL_ERR_SCHEME: return "give HOST[:PORT], without a scheme";
+	case URL_ERR_PATH: return "give HOST[:PORT], without a path: the tunnel's path is always /.well-known/otoroshi/tunnel";
+	case URL_ERR_IPV6_BARE: return "an IPv6 address goes in brackets: [ADDRESS] or [ADDRESS]:PORT";
 	default: return "unknown error";
 	}
 }
@@ -106,6 +109,10 @@ int url_parse_host(const char *host, bool tls, char *name, size_t namelen, uint1
 	*port = tls ? 443 : 80;
 	if (host == NULL || host[0] == '\0')
 		return URL_ERR_EMPTY;
+	if (strstr(host, "://") != NULL)
+		return URL_ERR_SCHEME;
+	if (host[strcspn(host, "/?#")] != '\0')
+		return URL_ERR_PATH;
 	if (host[0] == '[') {
 		const char *close = strchr(host, ']');
 		if (close == NULL)
@@ -120,13 +127,8 @@ int url_parse_host(const char *host, bool tls, char *name, size_t namelen, uint1
 		return parse_port(close + 2, close + 2 + strlen(close + 2), port);
 	}
 	const char *colon = strchr(host, ':');
-	if (colon != NULL && strchr(colon + 1, ':') != NULL) {
-		/* Several colons: only an IPv6 address, which needs no port. */
-		unsigned char addr[16];
-		if (inet_pton(AF_INET6, host, addr) != 1)
-			return URL_ERR_BAD_PORT;
-		return copy_name(name, namelen, host, strlen(host));
-	}
+	if (colon != NULL && strchr(colon + 1, ':') != NULL)
+		return URL_ERR_IPV6_BARE; /* several colons: an IPv6 address, with or without a port */
 	if (colon == NULL)
 		return copy_name(name, namelen, host, strlen(host));
 	int rc = copy_name(name, namelen, host, (size_t)(colon - host));
@@ -192,4 +194,12 @@ size_t url_build_target(char *out, size_t outlen, const struct tunnel_config *cf
 	}
 	terminate(out, outlen, pos);
 	return pos;
+}
+
+long url_control_at(const char *s)
+{
+	for (const char *p = s; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return p - s;
+	return -1;
 }

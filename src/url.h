@@ -19,6 +19,9 @@ enum url_error {
 	URL_ERR_BAD_BRACKET = -3,
 	URL_ERR_TOO_LONG = -4,
 	URL_ERR_BAD_CHAR = -5,
+	URL_ERR_SCHEME = -6,    /* a URL, not a host: "wss://h:p" */
+	URL_ERR_PATH = -7,      /* a path (or query) after the host */
+	URL_ERR_IPV6_BARE = -8, /* an IPv6 address without brackets */
 };
 
 const char *url_strerror(int err);
@@ -29,9 +32,10 @@ const char *url_strerror(int err);
  * when outlen > 0. */
 size_t url_percent_encode(char *out, size_t outlen, const char *in);
 
-/* Splits a --host value: `name`, `name:port`, `[v6]`, `[v6]:port`, or a
- * bare IPv6 address. `name` receives the host without brackets; `port`
- * the explicit port or the default one (80, or 443 with tls).
+/* Splits a --host value: `name`, `name:port`, `[v6]` or `[v6]:port`.
+ * `name` receives the host without brackets; `port` the explicit port or
+ * the default one (80, or 443 with tls). A bare IPv6 address is refused:
+ * it would go into the Host header without the brackets HTTP requires.
  * Returns URL_OK or a negative url_error. */
 int url_parse_host(const char *host, bool tls, char *name, size_t namelen, uint16_t *port);
 
@@ -49,5 +53,9 @@ const char *url_next_item(const char **p, size_t *len);
  * `<redacted>` so that the result may be logged. Returns the length the
  * full result needs, like snprintf. */
 size_t url_build_target(char *out, size_t outlen, const struct tunnel_config *cfg, bool redact);
+
+/* The offset of the first control character of s (below 0x20, or 0x7f), or
+ * -1: such bytes cannot go into a request head. */
+long url_control_at(const char *s);
 
 #endif

@@ -18,11 +18,16 @@ struct track {
 	uint64_t left;     /* payload bytes of the current frame still to come */
 	uint8_t opcode;
 	bool in_payload;
+	bool fin;          /* the current frame ends its message */
 	bool in_message;   /* a fragmented data message is open */
 	bool text;         /* the open message is text */
 	uint8_t close[125];
 	size_t close_len;
-	char why[96];      /* the first rule broken, or "" */
+	/* UTF-8 of the open text message, checked as it streams. */
+	uint32_t u8_cp, u8_min;
+	unsigned u8_need;  /* continuation bytes still expected */
+	uint64_t u8_at;    /* bytes of the message seen */
+	char why[112];     /* the first rule broken, or "" */
 };
 
 struct ws {
@@ -41,6 +46,7 @@ struct ws {
 	bool send_blocked;
 	struct track track;
 	uint16_t close_queued;
+	uint64_t control_out; /* bytes of control frames handed to send, ever */
 };
 
 const char *ws_strerror(int err)
@@ -97,6 +103,40 @@ static bool valid_utf8(const uint8_t *s, size_t n)
 	return true;
 }
 
+/* One more byte of a text message; false when it breaks UTF-8 (RFC 3629:
+ * no overlong forms, no surrogates, nothing past U+10FFFF). */
+static bool utf8_byte(struct track *k, uint8_t c)
+{
+	k->u8_at++;
+	if (k->u8_need == 0) {
+		if (c < 0x80)
+			return true;
+		if ((c & 0xe0) == 0xc0) {
+			k->u8_need = 1, k->u8_cp = c & 0x1f, k->u8_min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			k->u8_need = 2, k->u8_cp = c & 0x0f, k->u8_min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			k->u8_need = 3, k->u8_cp = c & 0x07, k->u8_min = 0x10000;
+		} else {
+			return false;
+		}
+		return true;
+	}
+	if ((c & 0xc0) != 0x80)
+		return false;
+	k->u8_cp = (k->u8_cp << 6) | (c & 0x3f);
+	if (--k->u8_need > 0)
+		return true;
+	return k->u8_cp >= k->u8_min && k->u8_cp <= 0x10ffff && !(k->u8_cp >= 0xd800 && k->u8_cp <= 0xdfff);
+}
+
+static void utf8_text(struct track *k, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n && k->why[0] == '\0'; i++)
+		if (!utf8_byte(k, p[i]))
+			broke(k, "a text message that is not UTF-8 (at its byte %llu)", (unsigned long long)k->u8_at);
+}
+
 static bool valid_close_code(unsigned code)
 {
 	return (code >= 1000 && code <= 1011 && code != 1004 && code != 1005 && code != 1006) ||
@@ -105,6 +145,9 @@ static bool valid_close_code(unsigned code)
 
 static void frame_done(struct track *k)
 {
+	if (k->text && k->fin && (k->opcode == WSLAY_TEXT_FRAME || k->opcode == WSLAY_CONTINUATION_FRAME) &&
+	    k->u8_need > 0)
+		broke(k, "a text message that ends inside a UTF-8 character%.0llu", 0);
 	if (k->opcode == WSLAY_CONNECTION_CLOSE) {
 		if (k->close_len == 1)
 			broke(k, "a Close frame with a 1-byte payload%.0llu", 0);
@@ -152,9 +195,12 @@ static uint64_t header_done(struct track *k, size_t need)
 	if (op == 1 || op == 2) {
 		k->in_message = !fin;
 		k->text = op == 1;
+		k->u8_need = 0;
+		k->u8_at = 0;
 	} else if (op == 0 && fin) {
 		k->in_message = false;
 	}
+	k->fin = fin;
 	if (op == WSLAY_CONNECTION_CLOSE)
 		k->close_len = 0;
 	return len;
@@ -170,6 +216,8 @@ static void track(struct track *k, const uint8_t *p, size_t n)
 				size_t c = take < room ? take : room;
 				memcpy(k->close + k->close_len, p, c);
 				k->close_len += c;
+			} else if (k->text && (k->opcode == WSLAY_TEXT_FRAME || k->opcode == WSLAY_CONTINUATION_FRAME)) {
+				utf8_text(k, p, take);
 			}
 			k->left -= take;
 			p += take;
@@ -218,6 +266,9 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
 	}
+	/* Data frames bypass wslay (ws_send_binary): what it sends is control
+	 * frames, Pongs and Pings and the Close. */
+	ws->control_out += n;
 	return (ssize_t)n;
 }
 
@@ -407,6 +458,11 @@ size_t ws_queued_bytes(const struct ws *ws)
 size_t ws_queued_count(const struct ws *ws)
 {
 	return wslay_event_get_queued_msg_count(ws->ctx);
+}
+
+uint64_t ws_control_bytes(const struct ws *ws)
+{
+	return ws->control_out;
 }
 
 bool ws_close_sent(const struct ws *ws)

@@ -70,6 +70,9 @@ int ws_flush(struct ws *ws);
 size_t ws_queued_bytes(const struct ws *ws);
 /* Messages (data and control) queued and not yet handed to send. */
 size_t ws_queued_count(const struct ws *ws);
+/* Bytes of control frames (Pongs, Pings, the Close) handed to send, ever:
+ * a peer that sends Pings and reads nothing makes them pile up. */
+uint64_t ws_control_bytes(const struct ws *ws);
 bool ws_close_sent(const struct ws *ws);
 bool ws_close_received(const struct ws *ws);
 /* True while frames are still to be read (no Close received, no error). */

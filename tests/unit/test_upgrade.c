@@ -384,10 +384,6 @@ static void test_response_case_insensitive(void **state)
 		"Upgrade: websocket\r\n"
 		"Connection: Upgrade,keep-alive\r\n"
 		"Sec-WebSocket-Accept: " RFC_ACCEPT "\r\n\r\n",
-		"HTTP/1.0 101 Switching Protocols\r\n"
-		"Upgrade: websocket\r\n"
-		"Connection: Upgrade\r\n"
-		"Sec-WebSocket-Accept: " RFC_ACCEPT "\r\n\r\n",
 	};
 	for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
 		struct upgrade_response *r = new_response(RFC_ACCEPT);
@@ -398,6 +394,37 @@ static void test_response_case_insensitive(void **state)
 		assert_int_equal(end, strlen(heads[i]));
 		free(r);
 	}
+}
+
+/* HTTP/1.0 has no protocol switch: a 101 over it is refused, while a
+ * 1.0 refusal is still a refusal. A TLS record where HTTP belongs means
+ * the port speaks TLS. */
+static void test_response_http10_and_tls(void **state)
+{
+	(void)state;
+	struct upgrade_response *r = new_response(RFC_ACCEPT);
+	size_t end = 0;
+	assert_int_equal(feed_whole(r, "HTTP/1.0 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+				    "Connection: Upgrade\r\nSec-WebSocket-Accept: " RFC_ACCEPT "\r\n\r\n", &end),
+			 UPGRADE_ERR_HTTP10);
+	free(r);
+	r = new_response(RFC_ACCEPT);
+	assert_int_equal(feed_whole(r, "HTTP/1.0 403 Forbidden\r\nContent-Length: 0\r\n\r\n", &end), UPGRADE_REFUSED);
+	assert_int_equal(r->status, 403);
+	free(r);
+	/* A TLS alert (what a TLS server sends to a plain-text request) and a
+	 * handshake record. */
+	static const uint8_t alert[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46};
+	static const uint8_t hello[] = {0x16, 0x03, 0x03, 0x00, 0x31, 0x02, 0x00};
+	const uint8_t *records[] = {alert, hello};
+	for (size_t i = 0; i < 2; i++) {
+		r = new_response(RFC_ACCEPT);
+		size_t used = 0;
+		assert_int_equal(upgrade_response_feed(r, records[i], 7, &used), UPGRADE_ERR_TLS);
+		assert_int_equal(upgrade_response_feed(r, records[i], 7, &used), UPGRADE_ERR_TLS);
+		free(r);
+	}
+	assert_non_null(strstr(upgrade_strerror(UPGRADE_ERR_TLS), "--tls"));
 }
 
 /* ---- response: broken 101s ----------------------------------------- */
@@ -1077,6 +1104,7 @@ int main(void)
 		cmocka_unit_test(test_response_every_split),
 		cmocka_unit_test(test_response_lf_only),
 		cmocka_unit_test(test_response_case_insensitive),
+		cmocka_unit_test(test_response_http10_and_tls),
 		cmocka_unit_test(test_response_missing_headers),
 		cmocka_unit_test(test_response_malformed),
 		cmocka_unit_test(test_response_head_too_large),

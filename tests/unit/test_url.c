@@ -123,9 +123,6 @@ static void test_host_valid(void **state)
 		{"[::1]", true, URL_OK, "::1", 443},
 		{"[::1]:8443", true, URL_OK, "::1", 8443},
 		{"[2001:db8::42]:80", false, URL_OK, "2001:db8::42", 80},
-		{"::1", false, URL_OK, "::1", 80},
-		{"::1", true, URL_OK, "::1", 443},
-		{"2001:db8::1", false, URL_OK, "2001:db8::1", 80},
 	};
 	check_host_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
@@ -166,16 +163,23 @@ static void test_host_bad_shape(void **state)
 		{"[::1]80", false, URL_ERR_BAD_BRACKET, NULL, 0},
 		{"[::1]]", false, URL_ERR_BAD_BRACKET, NULL, 0},
 		{"gw example", false, URL_ERR_BAD_CHAR, NULL, 0},
-		{"gw/path", false, URL_ERR_BAD_CHAR, NULL, 0},
-		{"gw?q", false, URL_ERR_BAD_CHAR, NULL, 0},
-		{"gw#frag", false, URL_ERR_BAD_CHAR, NULL, 0},
+		{"gw/path", false, URL_ERR_PATH, NULL, 0},
+		{"gw:8443/", false, URL_ERR_PATH, NULL, 0},
+		{"gw?q", false, URL_ERR_PATH, NULL, 0},
+		{"gw#frag", false, URL_ERR_PATH, NULL, 0},
+		{"ws://gw:8080", false, URL_ERR_SCHEME, NULL, 0},
+		{"https://gw/path", true, URL_ERR_SCHEME, NULL, 0},
+		/* A bare IPv6 address would go into the Host header unbracketed. */
+		{"::1", false, URL_ERR_IPV6_BARE, NULL, 0},
+		{"::1:38127", false, URL_ERR_IPV6_BARE, NULL, 0},
+		{"2001:db8::1", true, URL_ERR_IPV6_BARE, NULL, 0},
 		{"user@gw", false, URL_ERR_BAD_CHAR, NULL, 0},
 		{"gw\tx", false, URL_ERR_BAD_CHAR, NULL, 0},
 		{"gw\r\nX-Injected: 1", false, URL_ERR_BAD_CHAR, NULL, 0},
 		{"gw\x7f", false, URL_ERR_BAD_CHAR, NULL, 0},
 		{"gw x:80", false, URL_ERR_BAD_CHAR, NULL, 0},
 		{"[::1 ]", false, URL_ERR_BAD_CHAR, NULL, 0},
-		{"[::1/64]:80", false, URL_ERR_BAD_CHAR, NULL, 0},
+		{"[::1/64]:80", false, URL_ERR_PATH, NULL, 0},
 	};
 	check_host_cases(cases, sizeof(cases) / sizeof(cases[0]));
 	assert_int_equal(url_parse_host(NULL, false, (char[8]){0}, 8, &(uint16_t){0}), URL_ERR_EMPTY);

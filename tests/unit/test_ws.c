@@ -768,6 +768,37 @@ static void check_protocol_error(struct fixture *f, const uint8_t *bad, size_t b
 	}
 }
 
+/* A text message that is not UTF-8: the detail says so, and where,
+ * whether it is one frame or split over continuations. */
+static void test_error_text_not_utf8(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *payload;
+		size_t len;
+		size_t cut; /* split into two frames there; 0: one frame */
+		const char *detail;
+	} cases[] = {
+		{"ab\xc3\x28" "cd", 6, 0, "not UTF-8 (at its byte 4)"},
+		{"\xed\xa0\x80 surrogate", 13, 0, "not UTF-8 (at its byte 3)"},
+		{"abc\xe2\x82\xac\xff", 7, 4, "not UTF-8 (at its byte 7)"},
+		{"ok \xe2\x82", 5, 0, "ends inside a UTF-8 character"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fixture_reset(f);
+		if (cases[i].cut == 0) {
+			add_frame(&f->in, true, 0x1, cases[i].payload, cases[i].len);
+		} else {
+			add_frame(&f->in, false, 0x1, cases[i].payload, cases[i].cut);
+			add_frame(&f->in, true, 0x0, cases[i].payload + cases[i].cut, cases[i].len - cases[i].cut);
+		}
+		assert_int_equal(ws_feed(f->ws, f->in.p, f->in.len), WS_ERR_PROTOCOL);
+		const char *d = ws_error_detail(f->ws);
+		if (strstr(d, cases[i].detail) == NULL)
+			fail_msg("case %zu: detail '%s' lacks '%s'", i, d, cases[i].detail);
+	}
+}
+
 static void test_error_masked_server_frame(void **state)
 {
 	uint8_t buf[64];
@@ -990,6 +1021,7 @@ int main(void)
 		T(test_close_1011_with_reason),
 		T(test_close_whole_buffer),
 		T(test_close_without_code),
+		T(test_error_text_not_utf8),
 		T(test_error_masked_server_frame),
 		T(test_error_reserved_opcode),
 		T(test_error_rsv_bits),
