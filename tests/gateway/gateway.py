@@ -232,6 +232,13 @@ def split_head_lines(head):
     return [line[:-1] if line.endswith(b"\r") else line for line in lines]
 
 
+class NotHttp(ValueError):
+    """The connection opened with bytes no HTTP request starts with."""
+
+    def __str__(self):
+        return f"not an HTTP request (it starts with {bytes(self.args[0][:4])!r})"
+
+
 class Recorder:
     def __init__(self, path):
         self.file = open(path, "a", encoding="utf-8") if path else None
@@ -456,6 +463,10 @@ class Gateway:
     async def read_head(self, reader):
         buf = bytearray()
         while True:
+            if buf[:1] == b"\x16":
+                # A TLS ClientHello on this plain port: an HTTP server's parser
+                # fails on the first line and answers 400, as Otoroshi's does.
+                raise NotHttp(bytes(buf))
             ends = [(buf.find(t), len(t)) for t in (b"\r\n\r\n", b"\n\n")]
             ends = [(i, n) for i, n in ends if i >= 0]
             if ends:
@@ -473,6 +484,12 @@ class Gateway:
         base = {"id": conn_id, "peer": list(peer[:2]) if peer else None}
         try:
             head, rest = await asyncio.wait_for(self.read_head(reader), 30)
+        except NotHttp as exc:
+            self.recorder.write(event="request", **base, status=400, error=str(exc))
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 36\r\n"
+                         b"Connection: close\r\n\r\nIllegal request: not an HTTP request")
+            await writer.drain()
+            return
         except (asyncio.TimeoutError, EOFError, ValueError, ConnectionError) as exc:
             self.recorder.write(event="request", **base, status=None, error=str(exc))
             return
