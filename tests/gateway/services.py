@@ -160,22 +160,33 @@ class EchoServer(Service):
 
 
 class SinkServer(Service):
-    def __init__(self, host="127.0.0.1"):
+    def __init__(self, host="127.0.0.1", rate=None, rcvbuf=None):
         self.results = []  # (index, nbytes, sha256 hex), in completion order
         self.received = 0  # live byte count, all connections
+        self.rate = rate   # bytes a second at most, or None
+        self.chunk = min(16384, rcvbuf) if rcvbuf else 65536
         super().__init__(host)
+        if rcvbuf:
+            # Set on the listener so that accepted sockets start with it (the
+            # window scale is agreed at the SYN).
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
 
     def serve(self, conn, index):
         h = hashlib.sha256()
         n = 0
+        t0 = time.monotonic()
         while True:
-            data = conn.recv(65536)
+            data = conn.recv(self.chunk)
             if not data:
                 break
             h.update(data)
             n += len(data)
             with self.lock:
                 self.received += len(data)
+            if self.rate:
+                ahead = n / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
         with self.lock:
             self.results.append((index, n, h.hexdigest()))
         conn.shutdown(socket.SHUT_WR)
@@ -186,32 +197,10 @@ class SinkServer(Service):
 
 
 class SlowSinkServer(SinkServer):
-    def __init__(self, rate, host="127.0.0.1", rcvbuf=65536):
-        self.rate = rate
-        self.rcvbuf = rcvbuf
-        super().__init__(host)
-        # Set on the listener so that accepted sockets start with it (the window
-        # scale is agreed at the SYN).
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    """A sink that reads `rate` bytes a second through a 64 KiB receive buffer."""
 
-    def serve(self, conn, index):
-        h = hashlib.sha256()
-        n = 0
-        t0 = time.monotonic()
-        while True:
-            data = conn.recv(min(16384, self.rcvbuf))
-            if not data:
-                break
-            h.update(data)
-            n += len(data)
-            with self.lock:
-                self.received += len(data)
-            ahead = n / self.rate - (time.monotonic() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
-        with self.lock:
-            self.results.append((index, n, h.hexdigest()))
-        conn.shutdown(socket.SHUT_WR)
+    def __init__(self, rate, host="127.0.0.1", rcvbuf=65536):
+        super().__init__(host, rate=rate, rcvbuf=rcvbuf)
 
 
 class SourceServer(Service):

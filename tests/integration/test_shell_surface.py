@@ -150,20 +150,13 @@ def test_closed_standard_streams_exit_cleanly(gateway, echo, home, redir):
     p = subprocess.Popen(["/bin/sh", "-c", cmd], env=clean_env(home, "info"),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def up():
-            try:
-                return socket.create_connection(("127.0.0.1", port), timeout=1)
-            except OSError:
-                return None
-        s = wait_until(up, 10, message="the tunnel to listen")
+        s = wait_until(lambda: connected(port), 10, message="the tunnel to listen")
         assert echo_once(s, b"with closed streams") == b"with closed streams"
         s.close()
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
+        stop_or_kill(p)
 
 
 def test_stdio_with_closed_stdin_says_so(home):
@@ -173,21 +166,37 @@ def test_stdio_with_closed_stdin_says_so(home):
     assert "standard input is closed (as with <&-)" in r.stderr.decode(), r.stderr
 
 
-def test_a_stderr_pipe_nobody_reads_blocks_nothing(gateway, echo, home):
-    g = gateway([public_route(echo.addr)])
+def connected(port):
+    """A connection to the local port, or None while nothing listens there."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=1)
+    except OSError:
+        return None
+
+
+def start_into_a_pipe(g, home, level, *extra):
+    """The tunnel on a free port with its stderr the write end of a pipe that no one
+    reads (yet): (process, port, read end)."""
     port = free_port()
     rfd, wfd = os.pipe()
-    p = subprocess.Popen([binary(), "tcp-tunnel", "--host", g.addr, *PUBLIC, "--local-port", str(port),
-                          "--linger", "0.2"], env=clean_env(home, "debug"), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=wfd)
+    p = subprocess.Popen([binary(), "tcp-tunnel", "--host", g.addr, *PUBLIC, "--local-port", str(port), *extra],
+                         env=clean_env(home, level), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=wfd)
     os.close(wfd)
+    wait_until(lambda: connected(port), 10, message="the tunnel to listen").close()
+    return p, port, rfd
+
+
+def stop_or_kill(p):
+    if p.poll() is None:
+        p.kill()
+        p.wait(5)
+
+
+def test_a_stderr_pipe_nobody_reads_blocks_nothing(gateway, echo, home):
+    g = gateway([public_route(echo.addr)])
+    p, port, rfd = start_into_a_pipe(g, home, "debug", "--linger", "0.2")
     try:
-        def up():
-            try:
-                return socket.create_connection(("127.0.0.1", port), timeout=1)
-            except OSError:
-                return None
-        wait_until(up, 10, message="the tunnel to listen").close()
         # 500 tunnels, ten at a time, logging at debug level into a pipe that holds
         # 64 KiB: it is full after a few dozen.
         for batch in range(50):
@@ -208,9 +217,7 @@ def test_a_stderr_pipe_nobody_reads_blocks_nothing(gateway, echo, home):
         p.send_signal(signal.SIGINT)
         assert p.wait(10) == 0
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
+        stop_or_kill(p)
 
 
 def drain_pipe(fd, into):
@@ -224,19 +231,8 @@ def drain_pipe(fd, into):
 
 def test_sigint_works_while_stderr_is_full(gateway, echo, home):
     g = gateway([public_route(echo.addr)])
-    port = free_port()
-    rfd, wfd = os.pipe()
-    p = subprocess.Popen([binary(), "tcp-tunnel", "--host", g.addr, *PUBLIC, "--local-port", str(port)],
-                         env=clean_env(home, "trace"), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=wfd)
-    os.close(wfd)
+    p, port, rfd = start_into_a_pipe(g, home, "trace")
     try:
-        def up():
-            try:
-                return socket.create_connection(("127.0.0.1", port), timeout=1)
-            except OSError:
-                return None
-        wait_until(up, 10, message="the tunnel to listen").close()
         for _ in range(300):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                 s.close()
@@ -244,9 +240,7 @@ def test_sigint_works_while_stderr_is_full(gateway, echo, home):
         assert p.wait(10) == 0
     finally:
         os.close(rfd)
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
+        stop_or_kill(p)
 
 
 def test_stdio_gives_a_shared_pipe_back_blocking(gateway, echo, home):
