@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import sanitizer
+
 from helpers import (
     RssSampler, TunnelProcess, binary, clean_env, echo_once, expect_closed, public_route, route,
     run_cli,
@@ -132,7 +134,10 @@ def test_ping_flood_from_a_gateway_that_never_reads_stays_bounded(tunnel):
         ticks = int(fields[11]) + int(fields[12]) - ticks0
         peak = sampler.stop()
         s.close()
-        assert peak - rss0 < 4096, f"VmRSS went from {rss0} kB to {peak} kB under a Ping flood"
+        # Unbounded, it grew by hundreds of MiB in this time. ASan keeps freed
+        # blocks in its quarantine (16 MiB in .ci/run): the Pongs' turn over that.
+        margin = 4096 + (24 * 1024 if sanitizer.binary_is_sanitized() else 0)
+        assert peak - rss0 < margin, f"VmRSS went from {rss0} kB to {peak} kB under a Ping flood"
         # Once the gateway stops reading, so does the tunnel: no spinning.
         hz = os.sysconf("SC_CLK_TCK")
         assert ticks / hz < 1.5, f"{ticks / hz:.2f} s of CPU in 4 s of flood"
