@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/platform_util.h>
+
 /* Chunks freed by one queue are reused by the next that needs one: busy
  * tunnels otherwise allocate and free 64 KiB chunks at every write, and
  * the allocator gives the pages back to the kernel and faults them in
@@ -32,13 +34,21 @@ static struct bufq_chunk *chunk_get(size_t cap)
 		return c;
 	}
 	c = malloc(sizeof(*c) + cap);
-	if (c != NULL)
+	if (c != NULL) {
 		c->cap = cap;
+		c->secret = false;
+	}
 	return c;
 }
 
 static void chunk_put(struct bufq_chunk *c)
 {
+	/* A chunk that held a credential is wiped before anyone else gets it,
+	 * or the allocator does. */
+	if (c->secret) {
+		mbedtls_platform_zeroize(c->data, c->end);
+		c->secret = false;
+	}
 	struct pool *p = pool_for(c->cap);
 	if (p->count >= p->max) {
 		free(c);
@@ -98,7 +108,7 @@ static void copy_masked(uint8_t *dst, const uint8_t *src, size_t n, const uint8_
 		dst[i] = src[i] ^ rot[i & 7];
 }
 
-static int append(struct bufq *q, const void *data, size_t len, const uint8_t *key)
+static int append(struct bufq *q, const void *data, size_t len, const uint8_t *key, bool secret)
 {
 	const uint8_t *p = data;
 	size_t done = 0;
@@ -126,6 +136,7 @@ static int append(struct bufq *q, const void *data, size_t len, const uint8_t *k
 			copy_masked(t->data + t->end, p, n, key, done);
 		else
 			memcpy(t->data + t->end, p, n);
+		t->secret = t->secret || secret;
 		t->end += n;
 		q->len += n;
 		p += n;
@@ -137,12 +148,17 @@ static int append(struct bufq *q, const void *data, size_t len, const uint8_t *k
 
 int bufq_append(struct bufq *q, const void *data, size_t len)
 {
-	return append(q, data, len, NULL);
+	return append(q, data, len, NULL, false);
+}
+
+int bufq_append_secret(struct bufq *q, const void *data, size_t len)
+{
+	return append(q, data, len, NULL, true);
 }
 
 int bufq_append_masked(struct bufq *q, const void *data, size_t len, const uint8_t key[4])
 {
-	return append(q, data, len, key);
+	return append(q, data, len, key, false);
 }
 
 size_t bufq_peek(const struct bufq *q, size_t skip, struct bufq_view *views, size_t max)

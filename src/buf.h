@@ -8,6 +8,7 @@
 #ifndef OTOROSHICTL_BUF_H
 #define OTOROSHICTL_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,7 @@ struct bufq_chunk {
 	size_t start; /* first byte not yet consumed */
 	size_t end;   /* one past the last byte appended */
 	size_t cap;
+	bool secret;  /* held a credential: wiped when released */
 	uint8_t data[];
 };
 
@@ -33,6 +35,10 @@ void bufq_pool_drain(void);
 void bufq_finish(struct bufq *q);
 /* Copies len bytes to the end. Returns 0, or -1 when memory runs out. */
 int bufq_append(struct bufq *q, const void *data, size_t len);
+/* The same for bytes that carry a credential (a request head): the chunks
+ * that held them are wiped when they are released, to the pool or to the
+ * allocator. */
+int bufq_append_secret(struct bufq *q, const void *data, size_t len);
 /* The same, XORing the bytes with a WebSocket masking key as they are
  * copied (RFC 6455 section 5.3): byte i gets key[i % 4]. Masking during
  * the copy the data needs anyway costs no extra pass. */

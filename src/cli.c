@@ -15,6 +15,7 @@ enum opt_id {
 	OPT_CLIENT_SECRET_FILE, OPT_BEARER_FILE, OPT_SESSION_FILE,
 	OPT_KEEPALIVE, OPT_LINGER, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
 	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
+	OPT_PROXY_CA_CERT, OPT_PROXY_INSECURE,
 	OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
 	OPT_VERBOSE, OPT_HELP,
 };
@@ -59,6 +60,8 @@ static const struct opt opts[] = {
 	{"client-key", 0, true, OPT_CLIENT_KEY, ANYWHERE, OPT_CLIENT_KEY, false},
 	{"insecure", 0, false, OPT_INSECURE, ANYWHERE, OPT_INSECURE, false},
 	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME, ANYWHERE, OPT_TLS_SERVER_NAME, false},
+	{"proxy-ca-cert", 0, true, OPT_PROXY_CA_CERT, ANYWHERE, OPT_PROXY_CA_CERT, false},
+	{"proxy-insecure", 0, false, OPT_PROXY_INSECURE, ANYWHERE, OPT_PROXY_INSECURE, false},
 	{"profile", 'p', true, OPT_PROFILE, IN_ARGV, OPT_PROFILE, false},
 	{"config", 0, true, OPT_CONFIG, IN_ARGV, OPT_CONFIG, false},
 	{"list-profiles", 0, false, OPT_LIST_PROFILES, IN_ARGV, OPT_LIST_PROFILES, false},
@@ -359,6 +362,8 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_CLIENT_KEY: cfg->client_key = v; break;
 	case OPT_INSECURE: cfg->insecure = true; break;
 	case OPT_TLS_SERVER_NAME: cfg->tls_server_name = v; break;
+	case OPT_PROXY_CA_CERT: cfg->proxy_ca_cert = v; break;
+	case OPT_PROXY_INSECURE: cfg->proxy_insecure = true; break;
 	case OPT_VERBOSE: cfg->verbose = true; break;
 	case OPT_HELP: return CLI_HELP;
 	}
@@ -405,6 +410,9 @@ static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 	}
 	if (cfg->insecure && cfg->ca_cert != NULL)
 		return usage(err, errlen, "--insecure turns verification off: it cannot go with --ca-cert%s%s", "", "");
+	if (cfg->proxy_insecure && cfg->proxy_ca_cert != NULL)
+		return usage(err, errlen, "--proxy-insecure turns verification off: it cannot go with --proxy-ca-cert%s%s",
+			     "", "");
 	switch (cfg->access) {
 	case ACCESS_APIKEY:
 		if (cfg->apikey_client_id == NULL || cfg->apikey_client_secret == NULL)
@@ -499,6 +507,8 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 			p->cfg->tls = on;
 		else if (o->id == OPT_INSECURE)
 			p->cfg->insecure = on;
+		else if (o->id == OPT_PROXY_INSECURE)
+			p->cfg->proxy_insecure = on;
 		else if (o->id == OPT_VERBOSE)
 			p->cfg->verbose = on;
 		return CLI_OK;
@@ -638,7 +648,11 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "      --apikey-client-secret-file <FILE>, --bearer-token-file <FILE>, --session-token-file <FILE>\n"
 	      "          Read the secret from the first line of a file\n"
 	      "      --proxy <URL>\n"
-	      "          Reach Otoroshi through this HTTP proxy (http://[user:password@]host:port)\n"
+	      "          Reach Otoroshi through this HTTP proxy (http:// or https://[user:password@]host:port)\n"
+	      "      --proxy-ca-cert <FILE>\n"
+	      "          PEM bundle of the CAs to trust for an https:// proxy, instead of the system store\n"
+	      "      --proxy-insecure\n"
+	      "          Do not verify an https:// proxy's certificate (unsafe)\n"
 	      "      --keepalive <SECONDS>\n"
 	      "          Ping an idle tunnel's gateway at this interval, which keeps quiet tunnels open through\n"
 	      "          Otoroshi's idle timeout; no sign of life within two intervals ends the tunnel\n"

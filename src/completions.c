@@ -10,7 +10,7 @@
 /* Options whose value is a file name. */
 static bool takes_file(const char *name)
 {
-	static const char *const files[] = {"ca-cert", "client-cert", "client-key", "config",
+	static const char *const files[] = {"ca-cert", "client-cert", "client-key", "config", "proxy-ca-cert",
 					     "apikey-client-secret-file", "bearer-token-file", "session-token-file"};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 		if (strcmp(name, files[i]) == 0)

@@ -52,6 +52,8 @@ struct tunnel_config {
 	unsigned linger_ms; /* after a local end, the gateway's silence that sends the Close */
 	unsigned max_connections; /* tunnels open at once; more are refused */
 	const char *proxy;  /* --proxy URL, or NULL */
+	const char *proxy_ca_cert; /* --proxy-ca-cert: the CAs for an https:// proxy */
+	bool proxy_insecure;       /* --proxy-insecure: no verification of the proxy */
 	bool stdio;         /* one tunnel over standard input and output */
 
 	const char *profile;     /* --profile NAME */

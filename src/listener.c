@@ -19,28 +19,17 @@
 #include "tunnel.h"
 #include "url.h"
 
-/* The tunnel's link fields come first in struct tunnel (see tunnel.c); the
- * listener only walks the list, through this view of it. */
-struct tunnel_links {
-	struct tunnel *prev, *next;
-};
-
-static struct tunnel_links *links(struct tunnel *t)
-{
-	return (struct tunnel_links *)t;
-}
+#define FOR_EACH_TUNNEL(l, n, next)                                                              \
+	for (struct tunnel_node *n = TAILQ_FIRST(&(l)->tunnels), *next = n ? TAILQ_NEXT(n, entry) : NULL; \
+	     n != NULL; n = next, next = n ? TAILQ_NEXT(n, entry) : NULL)
 
 static void on_keepalive_tick(uv_timer_t *timer)
 {
 	struct listener *l = timer->data;
 	uint64_t now = uv_now(l->loop);
 	uint64_t interval = (uint64_t)l->cfg->keepalive * 1000;
-	struct tunnel *t = l->tunnels;
-	while (t != NULL) {
-		struct tunnel *next = links(t)->next;
-		tunnel_check_alive(t, now, interval);
-		t = next;
-	}
+	FOR_EACH_TUNNEL(l, n, next)
+		tunnel_check_alive(tunnel_of(n), now, interval);
 }
 
 /* Four checks per interval: a silent gateway is caught between two and
@@ -55,13 +44,9 @@ static void keepalive_start(struct listener *l)
 	uv_timer_start(&l->keepalive, on_keepalive_tick, period, period);
 }
 
-void listener_tunnel_added(struct listener *l, struct tunnel *t)
+static void tunnel_added(struct listener *l, struct tunnel *t)
 {
-	links(t)->prev = NULL;
-	links(t)->next = l->tunnels;
-	if (l->tunnels != NULL)
-		links(l->tunnels)->prev = t;
-	l->tunnels = t;
+	TAILQ_INSERT_TAIL(&l->tunnels, tunnel_node(t), entry);
 	l->count++;
 	if (l->count > l->peak)
 		l->peak = l->count;
@@ -72,6 +57,7 @@ static void close_lifetime_handles(struct listener *l)
 {
 	log_set_backlog_hook(NULL, NULL);
 	uv_close((uv_handle_t *)&l->log_drain, NULL);
+	uv_close((uv_handle_t *)&l->retry, NULL);
 	uv_close((uv_handle_t *)&l->sigint, NULL);
 	uv_close((uv_handle_t *)&l->sigterm, NULL);
 	uv_close((uv_handle_t *)&l->sighup, NULL);
@@ -98,20 +84,15 @@ static void give_back_memory(struct listener *l)
 	l->peak = l->count;
 }
 
-void listener_tunnel_gone(struct listener *l, struct tunnel *t, bool failed)
+static void tunnel_gone(struct tunnel_owner *owner, struct tunnel *t, bool failed)
 {
+	struct listener *l = (struct listener *)((char *)owner - offsetof(struct listener, owner));
 	if (l->cfg->stdio) {
 		/* The one tunnel is the whole run. */
 		l->exit_status = failed ? 1 : 0;
 		l->stopping = true;
 	}
-	struct tunnel_links *lk = links(t);
-	if (lk->prev != NULL)
-		links(lk->prev)->next = lk->next;
-	else
-		l->tunnels = lk->next;
-	if (lk->next != NULL)
-		links(lk->next)->prev = lk->prev;
+	TAILQ_REMOVE(&l->tunnels, tunnel_node(t), entry);
 	l->count--;
 	give_back_memory(l);
 	if (l->count == 0 && !l->stopping)
@@ -147,6 +128,50 @@ static void free_handle(uv_handle_t *handle)
 	free(handle);
 }
 
+static void on_spare_closed(uv_handle_t *handle)
+{
+	struct listener *l = handle->data;
+	l->spare_busy = false;
+}
+
+/* Takes one connection off the queue into the spare handle and closes it:
+ * for when memory runs out. Returns false when the spare is still
+ * closing the last one. */
+static bool drop_connection(struct listener *l, uv_stream_t *server)
+{
+	if (l->spare_busy)
+		return false;
+	l->spare_busy = true;
+	uv_tcp_init(l->loop, &l->spare);
+	l->spare.data = l;
+	uv_accept(server, (uv_stream_t *)&l->spare);
+	uv_close((uv_handle_t *)&l->spare, on_spare_closed);
+	return true;
+}
+
+static void on_connection(uv_stream_t *server, int status);
+
+/* libuv stops watching a server whose connection was not accepted: once
+ * the spare is free, the one waiting is taken and watching goes on. */
+static void on_retry(uv_timer_t *timer)
+{
+	struct listener *l = timer->data;
+	if (l->stopping)
+		return;
+	on_connection((uv_stream_t *)&l->server, 0);
+}
+
+static void cannot_take(struct listener *l, uv_stream_t *server, int rc)
+{
+	uint64_t now = uv_now(l->loop);
+	if (now - l->accept_error_logged_at >= 1000) {
+		log_error("cannot accept a connection: %s", uv_strerror(rc));
+		l->accept_error_logged_at = now;
+	}
+	if (!drop_connection(l, server))
+		uv_timer_start(&l->retry, on_retry, 10, 0);
+}
+
 /* Takes the connection off the queue and closes it at once, so that the
  * client learns now rather than after a timeout. */
 static void refuse(struct listener *l, uv_stream_t *server)
@@ -154,6 +179,7 @@ static void refuse(struct listener *l, uv_stream_t *server)
 	uv_tcp_t *c = malloc(sizeof(*c));
 	if (c == NULL || uv_tcp_init(l->loop, c) != 0) {
 		free(c);
+		cannot_take(l, server, UV_ENOMEM);
 		return;
 	}
 	if (uv_accept(server, (uv_stream_t *)c) == 0) {
@@ -195,26 +221,41 @@ static void on_connection(uv_stream_t *server, int status)
 		refuse(l, server);
 		return;
 	}
-	int rc = tunnel_start(l, server);
-	if (rc < 0)
-		log_error("cannot accept a connection: %s", uv_strerror(rc));
+	struct tunnel *t;
+	int rc = tunnel_start(&l->env, &l->owner, server, &t);
+	if (t != NULL)
+		tunnel_added(l, t);
+	else
+		cannot_take(l, server, rc);
 }
 
 static void on_grace_over(uv_timer_t *timer)
 {
 	struct listener *l = timer->data;
 	log_debug("%zu tunnel(s) still open after %d s: closing them", l->count, LISTENER_STOP_GRACE_MS / 1000);
-	struct tunnel *t = l->tunnels;
-	while (t != NULL) {
-		struct tunnel *next = links(t)->next;
-		tunnel_abort(t);
-		t = next;
-	}
+	FOR_EACH_TUNNEL(l, n, next)
+		tunnel_abort(tunnel_of(n));
 }
 
 static const char *signal_name(int signum)
 {
 	return signum == SIGINT ? "SIGINT" : signum == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
+void listener_stop(struct listener *l)
+{
+	if (l->stopping)
+		return;
+	l->stopping = true;
+	if (!l->cfg->stdio)
+		uv_close((uv_handle_t *)&l->server, NULL);
+	FOR_EACH_TUNNEL(l, n, next)
+		tunnel_shutdown(tunnel_of(n));
+	if (l->count == 0) {
+		close_lifetime_handles(l);
+		return;
+	}
+	uv_timer_start(&l->grace, on_grace_over, LISTENER_STOP_GRACE_MS, 0);
 }
 
 static void on_signal(uv_signal_t *sig, int signum)
@@ -225,22 +266,9 @@ static void on_signal(uv_signal_t *sig, int signum)
 		log_warn("second %s: exiting at once", signal_name(signum));
 		_exit(128 + signum);
 	}
-	l->stopping = true;
 	log_info("%s received: closing %zu open tunnel(s) and exiting", signal_name(signum),
 		 l->count);
-	if (!l->cfg->stdio)
-		uv_close((uv_handle_t *)&l->server, NULL);
-	struct tunnel *t = l->tunnels;
-	while (t != NULL) {
-		struct tunnel *next = links(t)->next;
-		tunnel_shutdown(t);
-		t = next;
-	}
-	if (l->count == 0) {
-		close_lifetime_handles(l);
-		return;
-	}
-	uv_timer_start(&l->grace, on_grace_over, LISTENER_STOP_GRACE_MS, 0);
+	listener_stop(l);
 }
 
 /* The address to bind: an IP literal, or a name resolved once at start. */
@@ -358,6 +386,8 @@ static void start_lifetime_handles(struct listener *l)
 {
 	uv_timer_init(l->loop, &l->log_drain);
 	l->log_drain.data = l;
+	uv_timer_init(l->loop, &l->retry);
+	l->retry.data = l;
 	log_set_backlog_hook(on_log_backlog, l);
 	uv_signal_init(l->loop, &l->sigint);
 	uv_signal_init(l->loop, &l->sigterm);
@@ -389,7 +419,10 @@ static int run_stdio(struct listener *l)
 	int in_flags = fcntl(STDIN_FILENO, F_GETFL), out_flags = fcntl(STDOUT_FILENO, F_GETFL);
 	const struct tunnel_config *cfg = l->cfg;
 	start_lifetime_handles(l);
-	int rc = (cfg->std_closed & 3) ? UV_EBADF : tunnel_start_stdio(l);
+	struct tunnel *t = NULL;
+	int rc = (cfg->std_closed & 3) ? UV_EBADF : tunnel_start_stdio(&l->env, &l->owner, &t);
+	if (t != NULL)
+		tunnel_added(l, t);
 	if (rc < 0) {
 		if (cfg->std_closed & 3)
 			log_error("--stdio needs standard input and output, and standard %s closed (as with %s): give the "
@@ -411,41 +444,56 @@ static int run_stdio(struct listener *l)
 	return finish_loop(l, l->exit_status);
 }
 
-int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy)
+static void listener_init(struct listener *l, uv_loop_t *loop, const struct tunnel_config *cfg,
+			  const struct proxy *proxy, struct tls_setup *tls, struct tls_setup *proxy_tls)
 {
-	struct listener l;
-	memset(&l, 0, sizeof(l));
-	l.loop = uv_default_loop();
-	l.cfg = cfg;
-	l.proxy = proxy;
-	signal(SIGPIPE, SIG_IGN);
+	memset(l, 0, sizeof(*l));
+	l->loop = loop;
+	l->cfg = cfg;
+	l->env = (struct tunnel_env){.loop = loop, .cfg = cfg, .proxy = proxy, .tls = tls, .proxy_tls = proxy_tls};
+	l->owner.gone = tunnel_gone;
+	TAILQ_INIT(&l->tunnels);
+}
 
+int listener_open(struct listener *l, uv_loop_t *loop, const struct tunnel_config *cfg, const struct proxy *proxy,
+		  struct tls_setup *tls, struct tls_setup *proxy_tls)
+{
+	listener_init(l, loop, cfg, proxy, tls, proxy_tls);
 	warn_ipv6_remote(cfg);
-	if (cfg->stdio)
-		return run_stdio(&l);
 	char where[INET6_ADDRSTRLEN + 16];
-	compute_fd_cap(&l, true);
-	int rc = bind_and_listen(&l, where, sizeof(where));
+	compute_fd_cap(l, true);
+	int rc = bind_and_listen(l, where, sizeof(where));
 	if (rc < 0) {
 		log_error("Failed to bind to %s: %s", where, uv_strerror(rc));
-		if (uv_is_active((uv_handle_t *)&l.server) || l.server.loop != NULL)
-			uv_close((uv_handle_t *)&l.server, NULL);
-		uv_run(l.loop, UV_RUN_DEFAULT);
-		return finish_loop(&l, 1);
+		if (l->server.loop != NULL)
+			uv_close((uv_handle_t *)&l->server, NULL);
+		return rc;
 	}
 	char remote[300];
 	format_remote(cfg, remote, sizeof(remote));
 	log_info("TCP tunnel listening on %s → %s via Otoroshi (%s)", where, remote, cfg->host);
 	if (proxy != NULL)
-		log_info("Reaching Otoroshi through the HTTP proxy %s:%u (from %s)", proxy->host, (unsigned)proxy->port,
-			 proxy->source);
-	if (!bound_to_loopback(&l))
+		log_info("Reaching Otoroshi through the HTTP%s proxy %s:%u (from %s)", proxy->tls ? "S" : "", proxy->host,
+			 (unsigned)proxy->port, proxy->source);
+	if (!bound_to_loopback(l))
 		log_warn("listening on %s: anyone who can reach this address uses your credential for %s",
 			 where, cfg->host);
-
-	start_lifetime_handles(&l);
+	start_lifetime_handles(l);
 	log_info("TCP tunnel ready, waiting for connections ...");
+	return 0;
+}
 
+int listener_run(const struct tunnel_config *cfg, const struct proxy *proxy, struct tls_setup *tls,
+		 struct tls_setup *proxy_tls)
+{
+	struct listener l;
+	signal(SIGPIPE, SIG_IGN);
+	if (cfg->stdio) {
+		listener_init(&l, uv_default_loop(), cfg, proxy, tls, proxy_tls);
+		warn_ipv6_remote(cfg);
+		return run_stdio(&l);
+	}
+	int rc = listener_open(&l, uv_default_loop(), cfg, proxy, tls, proxy_tls);
 	uv_run(l.loop, UV_RUN_DEFAULT);
-	return finish_loop(&l, 0);
+	return finish_loop(&l, rc < 0 ? 1 : 0);
 }

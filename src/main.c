@@ -127,19 +127,18 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct igno
 		config_finish(&cfg);
 		return 1;
 	}
+	int status = CLI_EXIT_USAGE;
+	struct tls_setup *tls = NULL, *proxy_tls = NULL;
+	struct proxy proxy = {.source = "--proxy"};
 	if (cfg.tls) {
-		if (tls_setup_init(&cfg, err, sizeof(err)) != 0) {
-			fprintf(stderr, "error: %s\n", err);
-			tls_setup_finish();
-			rng_finish();
-			config_finish(&cfg);
-			return CLI_EXIT_USAGE;
-		}
+		struct tls_options o;
+		tls_options_gateway(&o, &cfg);
+		if ((tls = tls_setup_create(&o, err, sizeof(err))) == NULL)
+			goto usage;
 		if (cfg.insecure)
 			log_warn("--insecure: the gateway's certificate is not verified; anyone on the path can "
 				 "pose as the gateway and take your credential");
 	}
-	struct proxy proxy = {.source = "--proxy"};
 	const char *proxy_url = cfg.proxy;
 	if (proxy_url == NULL) {
 		proxy_url = proxy_from_env(cfg.tls, &proxy.source);
@@ -151,17 +150,36 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct igno
 			proxy_url = NULL;
 		}
 	}
-	if (proxy_url != NULL && proxy_parse_url(proxy_url, &proxy, err, sizeof(err)) != 0) {
-		fprintf(stderr, "error: %s\n", err);
-		tls_setup_finish();
-		rng_finish();
-		config_finish(&cfg);
-		return CLI_EXIT_USAGE;
+	if (proxy_url != NULL && proxy_parse_url(proxy_url, &proxy, err, sizeof(err)) != 0)
+		goto usage;
+	if ((cfg.proxy_ca_cert != NULL || cfg.proxy_insecure) && (proxy_url == NULL || !proxy.tls)) {
+		snprintf(err, sizeof(err), "%s only applies with an https:// proxy (--proxy, HTTPS_PROXY or HTTP_PROXY)%s",
+			 cfg.proxy_ca_cert ? "--proxy-ca-cert" : "--proxy-insecure",
+			 proxy_url != NULL ? "; the proxy in use is http://" : "; no proxy is in use");
+		goto usage;
 	}
-	int status = listener_run(&cfg, proxy_url != NULL ? &proxy : NULL);
+	if (proxy_url != NULL && proxy.tls) {
+		struct tls_options o = {
+			.ca_cert = cfg.proxy_ca_cert,
+			.ca_flag = "--proxy-ca-cert",
+			.insecure = cfg.proxy_insecure,
+			.proxy = true,
+		};
+		if ((proxy_tls = tls_setup_create(&o, err, sizeof(err))) == NULL)
+			goto usage;
+		if (cfg.proxy_insecure)
+			log_warn("--proxy-insecure: the proxy's certificate is not verified; anyone on the path can pose "
+				 "as the proxy and read its credential");
+	}
+	status = listener_run(&cfg, proxy_url != NULL ? &proxy : NULL, tls, proxy_tls);
+	goto out;
+usage:
+	fprintf(stderr, "error: %s\n", err);
+out:
 	bufq_pool_drain();
 	proxy_finish(&proxy);
-	tls_setup_finish();
+	tls_setup_destroy(proxy_tls);
+	tls_setup_destroy(tls);
 	rng_finish();
 	config_finish(&cfg);
 	return status;

@@ -43,7 +43,7 @@ static bool decode(const char *s, size_t len, char *out, size_t outlen)
 
 void proxy_finish(struct proxy *p)
 {
-	memset(p->auth, 0, sizeof(p->auth));
+	mbedtls_platform_zeroize(p->auth, sizeof(p->auth));
 }
 
 int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen)
@@ -52,12 +52,17 @@ int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen
 	memset(out->host, 0, sizeof(out->host));
 	out->auth[0] = '\0';
 	out->port = 1080;
+	out->tls = false;
 	const char *p = url;
 	const char *scheme_end = strstr(p, "://");
 	if (scheme_end != NULL) {
-		if ((size_t)(scheme_end - p) != 4 || strncasecmp(p, "http", 4) != 0) {
-			snprintf(err, errlen, "%s: only http:// proxies are supported (the proxy URL names another scheme)",
-				 src);
+		size_t n = (size_t)(scheme_end - p);
+		if (n == 5 && strncasecmp(p, "https", 5) == 0) {
+			out->tls = true;
+			out->port = 443;
+		} else if (n != 4 || strncasecmp(p, "http", 4) != 0) {
+			snprintf(err, errlen, "%s: only http:// and https:// proxies are supported (the proxy URL names "
+				 "another scheme)", src);
 			return -1;
 		}
 		p = scheme_end + 3;
@@ -88,8 +93,8 @@ int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen
 		size_t olen = 0;
 		int rc = mbedtls_base64_encode((unsigned char *)out->auth, sizeof(out->auth), &olen,
 					       (const unsigned char *)plain, (size_t)n);
-		memset(plain, 0, sizeof(plain));
-		memset(pass, 0, sizeof(pass));
+		mbedtls_platform_zeroize(plain, sizeof(plain));
+		mbedtls_platform_zeroize(pass, sizeof(pass));
 		if (rc != 0) {
 			snprintf(err, errlen, "%s: the proxy credentials are too long", src);
 			return -1;

@@ -17,14 +17,15 @@
 struct proxy {
 	char host[256]; /* without brackets */
 	uint16_t port;
+	bool tls;       /* https://: TLS to the proxy, CONNECT inside it */
 	char auth[512]; /* base64(user:password), or "" */
 	const char *source; /* "--proxy", "HTTPS_PROXY", ... for messages */
 };
 
-/* Parses http://[user[:password]@]host[:port][/] (the scheme may be left
- * out; the port defaults to 1080, as curl's does). The user and password
- * are percent-decoded. Returns 0, or -1 with err (which never repeats the
- * password). */
+/* Parses http://[user[:password]@]host[:port][/] or https://... (the
+ * scheme may be left out; the port defaults to 1080 for http and 443 for
+ * https, as curl's do). The user and password are percent-decoded. Returns
+ * 0, or -1 with err (which never repeats the password). */
 int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen);
 void proxy_finish(struct proxy *p);
 

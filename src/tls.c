@@ -9,8 +9,8 @@
 
 #include <mbedtls/asn1.h>
 #include <mbedtls/error.h>
-#include <mbedtls/oid.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/platform.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/version.h>
@@ -25,11 +25,12 @@
 #define TLS_DEFAULT_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
 #define TLS_DEFAULT_DIR "/etc/ssl/certs"
 
-/* The process-wide settings: built once, shared by every connection. */
-static struct {
-	bool ready;
+/* The settings for one peer: built once, shared by its connections. */
+struct tls_setup {
 	bool insecure;
 	const char *server_name; /* --tls-server-name, or NULL */
+	const char *ca_flag;     /* how the trust store is named in hints */
+	bool proxy;              /* the peer is the proxy, not the gateway */
 	mbedtls_ssl_config conf;
 	mbedtls_x509_crt ca;
 	mbedtls_x509_crt own_cert;
@@ -39,11 +40,12 @@ static struct {
 	mbedtls_ssl_session last; /* offered to the next connection */
 	bool have_last;
 	char last_name[256]; /* the name `last` was verified for */
-} setup;
+};
 
 static const char *alpn_list[] = {"http/1.1", NULL};
 
 struct tls_conn {
+	struct tls_setup *setup;
 	mbedtls_ssl_context ssl;
 	tls_send_fn send;
 	void *user;
@@ -91,9 +93,9 @@ static bool readable(const char *path, char *err, size_t errlen, const char *fla
 	return true;
 }
 
-static int load_trust(const struct tunnel_config *cfg, char *err, size_t errlen)
+static int load_trust(struct tls_setup *setup, const struct tls_options *o, char *err, size_t errlen)
 {
-	const char *file = cfg->ca_cert, *flag = "--ca-cert";
+	const char *file = o->ca_cert, *flag = o->ca_flag;
 	const char *dir = NULL;
 	if (file == NULL) {
 		file = getenv("SSL_CERT_FILE");
@@ -113,13 +115,13 @@ static int load_trust(const struct tunnel_config *cfg, char *err, size_t errlen)
 	if (file != NULL) {
 		if (!readable(file, err, errlen, flag))
 			return -1;
-		rc = mbedtls_x509_crt_parse_file(&setup.ca, file);
+		rc = mbedtls_x509_crt_parse_file(&setup->ca, file);
 	} else {
-		rc = mbedtls_x509_crt_parse_path(&setup.ca, dir);
+		rc = mbedtls_x509_crt_parse_path(&setup->ca, dir);
 	}
 	/* A bundle may hold a few certificates mbedTLS cannot parse (rc > 0):
 	 * the others are still trusted. None at all is an error. */
-	if (rc < 0 || setup.ca.version == 0) {
+	if (rc < 0 || setup->ca.version == 0) {
 		char why[160] = "no certificate found";
 		if (rc < 0)
 			describe_mbedtls(rc, why, sizeof(why));
@@ -129,55 +131,55 @@ static int load_trust(const struct tunnel_config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-static int load_identity(const struct tunnel_config *cfg, char *err, size_t errlen)
+static int load_identity(struct tls_setup *setup, const struct tls_options *o, char *err, size_t errlen)
 {
-	if (cfg->client_cert == NULL && cfg->client_key == NULL)
+	if (o->client_cert == NULL && o->client_key == NULL)
 		return 0;
-	if (cfg->client_cert == NULL || cfg->client_key == NULL) {
-		snprintf(err, errlen, "%s '%s' needs %s as well", cfg->client_cert ? "--client-cert" : "--client-key",
-			 cfg->client_cert ? cfg->client_cert : cfg->client_key,
-			 cfg->client_cert ? "--client-key (its private key)" : "--client-cert (the certificate)");
+	if (o->client_cert == NULL || o->client_key == NULL) {
+		snprintf(err, errlen, "%s '%s' needs %s as well", o->client_cert ? "--client-cert" : "--client-key",
+			 o->client_cert ? o->client_cert : o->client_key,
+			 o->client_cert ? "--client-key (its private key)" : "--client-cert (the certificate)");
 		return -1;
 	}
-	if (!readable(cfg->client_cert, err, errlen, "--client-cert") ||
-	    !readable(cfg->client_key, err, errlen, "--client-key"))
+	if (!readable(o->client_cert, err, errlen, "--client-cert") ||
+	    !readable(o->client_key, err, errlen, "--client-key"))
 		return -1;
-	int rc = mbedtls_x509_crt_parse_file(&setup.own_cert, cfg->client_cert);
+	int rc = mbedtls_x509_crt_parse_file(&setup->own_cert, o->client_cert);
 	if (rc != 0) {
 		char why[160];
 		describe_mbedtls(rc, why, sizeof(why));
-		snprintf(err, errlen, "--client-cert: '%s' is not a PEM or DER certificate: %s", cfg->client_cert, why);
+		snprintf(err, errlen, "--client-cert: '%s' is not a PEM or DER certificate: %s", o->client_cert, why);
 		return -1;
 	}
 #ifdef TLS_V3
-	rc = mbedtls_pk_parse_keyfile(&setup.own_key, cfg->client_key, NULL, rng_mbedtls, NULL);
+	rc = mbedtls_pk_parse_keyfile(&setup->own_key, o->client_key, NULL, rng_mbedtls, NULL);
 #else
-	rc = mbedtls_pk_parse_keyfile(&setup.own_key, cfg->client_key, NULL);
+	rc = mbedtls_pk_parse_keyfile(&setup->own_key, o->client_key, NULL);
 #endif
 	if (rc == MBEDTLS_ERR_PK_PASSWORD_REQUIRED || rc == MBEDTLS_ERR_PK_PASSWORD_MISMATCH) {
 		snprintf(err, errlen, "--client-key: '%s' is protected by a passphrase; decrypt it first "
-			 "(openssl pkey -in KEY -out KEY.plain, then chmod 600 KEY.plain)", cfg->client_key);
+			 "(openssl pkey -in KEY -out KEY.plain, then chmod 600 KEY.plain)", o->client_key);
 		return -1;
 	}
 	if (rc != 0) {
 		char why[160];
 		describe_mbedtls(rc, why, sizeof(why));
-		snprintf(err, errlen, "--client-key: '%s' is not a usable private key: %s", cfg->client_key, why);
+		snprintf(err, errlen, "--client-key: '%s' is not a usable private key: %s", o->client_key, why);
 		return -1;
 	}
 #ifdef TLS_V3
-	rc = mbedtls_pk_check_pair(&setup.own_cert.pk, &setup.own_key, rng_mbedtls, NULL);
+	rc = mbedtls_pk_check_pair(&setup->own_cert.pk, &setup->own_key, rng_mbedtls, NULL);
 #else
-	rc = mbedtls_pk_check_pair(&setup.own_cert.pk, &setup.own_key);
+	rc = mbedtls_pk_check_pair(&setup->own_cert.pk, &setup->own_key);
 #endif
 	if (rc == 0)
-		rc = mbedtls_ssl_conf_own_cert(&setup.conf, &setup.own_cert, &setup.own_key);
+		rc = mbedtls_ssl_conf_own_cert(&setup->conf, &setup->own_cert, &setup->own_key);
 	if (rc != 0) {
-		snprintf(err, errlen, "--client-key: '%s' does not match --client-cert '%s'", cfg->client_key,
-			 cfg->client_cert);
+		snprintf(err, errlen, "--client-key: '%s' does not match --client-cert '%s'", o->client_key,
+			 o->client_cert);
 		return -1;
 	}
-	setup.have_identity = true;
+	setup->have_identity = true;
 	return 0;
 }
 
@@ -191,15 +193,15 @@ static bool forward_secret(const char *name)
  * fastest here first: mbedTLS's ChaCha20-Poly1305 runs about a third
  * faster than its AES-GCM, even with AES-NI (bench/RESULTS.md), and most
  * servers follow the client's order. */
-static int pick_suites(void)
+static int pick_suites(struct tls_setup *setup)
 {
 	static const char *const preferred[] = {"CHACHA20-POLY1305", "AES-128-GCM", ""};
 	const int *all = mbedtls_ssl_list_ciphersuites();
 	size_t n = 0;
 	while (all[n] != 0)
 		n++;
-	setup.suites = calloc(n + 1, sizeof(int));
-	if (setup.suites == NULL)
+	setup->suites = calloc(n + 1, sizeof(int));
+	if (setup->suites == NULL)
 		return -1;
 	size_t k = 0;
 	bool taken[512] = {false};
@@ -208,71 +210,96 @@ static int pick_suites(void)
 			const char *name = mbedtls_ssl_get_ciphersuite_name(all[i]);
 			if (taken[i] || name == NULL || !forward_secret(name) || strstr(name, preferred[p]) == NULL)
 				continue;
-			setup.suites[k++] = all[i];
+			setup->suites[k++] = all[i];
 			taken[i] = true;
 		}
 	}
-	setup.suites[k] = 0;
+	setup->suites[k] = 0;
 	return k > 0 ? 0 : -1;
 }
 
-int tls_setup_init(const struct tunnel_config *cfg, char *err, size_t errlen)
+void tls_options_gateway(struct tls_options *o, const struct tunnel_config *cfg)
 {
-	mbedtls_ssl_config_init(&setup.conf);
-	mbedtls_x509_crt_init(&setup.ca);
-	mbedtls_x509_crt_init(&setup.own_cert);
-	mbedtls_pk_init(&setup.own_key);
-	mbedtls_ssl_session_init(&setup.last);
-	setup.ready = true;
-	setup.insecure = cfg->insecure;
-	setup.server_name = cfg->tls_server_name;
+	*o = (struct tls_options){
+		.ca_cert = cfg->ca_cert,
+		.ca_flag = "--ca-cert",
+		.insecure = cfg->insecure,
+		.server_name = cfg->tls_server_name,
+		.client_cert = cfg->client_cert,
+		.client_key = cfg->client_key,
+	};
+}
 
-	int rc = mbedtls_ssl_config_defaults(&setup.conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+struct tls_setup *tls_setup_create(const struct tls_options *o, char *err, size_t errlen)
+{
+	struct tls_setup *setup = calloc(1, sizeof(*setup));
+	if (setup == NULL) {
+		snprintf(err, errlen, "out of memory setting up TLS");
+		return NULL;
+	}
+	mbedtls_ssl_config_init(&setup->conf);
+	mbedtls_x509_crt_init(&setup->ca);
+	mbedtls_x509_crt_init(&setup->own_cert);
+	mbedtls_pk_init(&setup->own_key);
+	mbedtls_ssl_session_init(&setup->last);
+	setup->insecure = o->insecure;
+	setup->server_name = o->server_name;
+	setup->ca_flag = o->ca_flag ? o->ca_flag : "--ca-cert";
+	setup->proxy = o->proxy;
+
+	int rc = mbedtls_ssl_config_defaults(&setup->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
 					     MBEDTLS_SSL_PRESET_DEFAULT);
 	if (rc != 0) {
-		snprintf(err, errlen, "--tls: cannot set up TLS");
-		return -1;
+		snprintf(err, errlen, "%s: cannot set up TLS", o->proxy ? "--proxy" : "--tls");
+		goto fail;
 	}
-	mbedtls_ssl_conf_rng(&setup.conf, rng_mbedtls, NULL);
+	mbedtls_ssl_conf_rng(&setup->conf, rng_mbedtls, NULL);
 #ifdef TLS_V3
-	mbedtls_ssl_conf_min_tls_version(&setup.conf, MBEDTLS_SSL_VERSION_TLS1_2);
+	mbedtls_ssl_conf_min_tls_version(&setup->conf, MBEDTLS_SSL_VERSION_TLS1_2);
 #else
-	mbedtls_ssl_conf_min_version(&setup.conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+	mbedtls_ssl_conf_min_version(&setup->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
 #endif
-	if (pick_suites() != 0) {
-		snprintf(err, errlen, "--tls: this mbedTLS offers no cipher suite with forward secrecy");
-		return -1;
+	if (pick_suites(setup) != 0) {
+		snprintf(err, errlen, "%s: this mbedTLS offers no cipher suite with forward secrecy",
+			 o->proxy ? "--proxy" : "--tls");
+		goto fail;
 	}
-	mbedtls_ssl_conf_ciphersuites(&setup.conf, setup.suites);
-	mbedtls_ssl_conf_alpn_protocols(&setup.conf, alpn_list);
-	mbedtls_ssl_conf_session_tickets(&setup.conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
-	if (cfg->insecure) {
-		mbedtls_ssl_conf_authmode(&setup.conf, MBEDTLS_SSL_VERIFY_NONE);
+	mbedtls_ssl_conf_ciphersuites(&setup->conf, setup->suites);
+	/* A proxy takes CONNECT, which is HTTP/1.1 too. */
+	mbedtls_ssl_conf_alpn_protocols(&setup->conf, alpn_list);
+	mbedtls_ssl_conf_session_tickets(&setup->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+	if (o->insecure) {
+		mbedtls_ssl_conf_authmode(&setup->conf, MBEDTLS_SSL_VERIFY_NONE);
 	} else {
-		if (load_trust(cfg, err, errlen) != 0)
-			return -1;
-		mbedtls_ssl_conf_ca_chain(&setup.conf, &setup.ca, NULL);
-		mbedtls_ssl_conf_authmode(&setup.conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+		if (load_trust(setup, o, err, errlen) != 0)
+			goto fail;
+		mbedtls_ssl_conf_ca_chain(&setup->conf, &setup->ca, NULL);
+		mbedtls_ssl_conf_authmode(&setup->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
 	}
-	return load_identity(cfg, err, errlen);
+	if (load_identity(setup, o, err, errlen) != 0)
+		goto fail;
+	return setup;
+fail:
+	tls_setup_destroy(setup);
+	return NULL;
 }
 
-bool tls_setup_has_identity(void)
+bool tls_setup_has_identity(const struct tls_setup *setup)
 {
-	return setup.have_identity;
+	return setup->have_identity;
 }
 
-void tls_setup_finish(void)
+void tls_setup_destroy(struct tls_setup *setup)
 {
-	if (!setup.ready)
+	if (setup == NULL)
 		return;
-	mbedtls_ssl_config_free(&setup.conf);
-	mbedtls_x509_crt_free(&setup.ca);
-	mbedtls_x509_crt_free(&setup.own_cert);
-	mbedtls_pk_free(&setup.own_key);
-	mbedtls_ssl_session_free(&setup.last);
-	free(setup.suites);
-	memset(&setup, 0, sizeof(setup));
+	mbedtls_ssl_config_free(&setup->conf);
+	mbedtls_x509_crt_free(&setup->ca);
+	mbedtls_x509_crt_free(&setup->own_cert);
+	mbedtls_pk_free(&setup->own_key);
+	mbedtls_ssl_session_free(&setup->last);
+	free(setup->suites);
+	free(setup);
 }
 
 /* ---- one connection ------------------------------------------------------------ */
@@ -306,17 +333,18 @@ static int on_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flag
 	return 0;
 }
 
-struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user)
+struct tls_conn *tls_conn_create(struct tls_setup *setup, const char *name, tls_send_fn send, void *user)
 {
 	struct tls_conn *c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return NULL;
+	c->setup = setup;
 	c->send = send;
 	c->user = user;
 	mbedtls_ssl_init(&c->ssl);
-	if (mbedtls_ssl_setup(&c->ssl, &setup.conf) != 0)
+	if (mbedtls_ssl_setup(&c->ssl, &setup->conf) != 0)
 		goto fail;
-	const char *verify = setup.server_name ? setup.server_name : name;
+	const char *verify = setup->server_name ? setup->server_name : name;
 	snprintf(c->verify_name, sizeof(c->verify_name), "%s", verify);
 	if (inet_pton(AF_INET, verify, c->ip) == 1) {
 		c->ip_literal = true;
@@ -326,16 +354,23 @@ struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user)
 		c->ip_len = 16;
 	}
 	/* SNI goes with names only; an IP literal is checked against the
-	 * certificate's IP addresses after the handshake. */
+	 * certificate's IP addresses after the handshake. mbedTLS 3.6.3 and
+	 * later refuse a handshake without a host name: there the address is
+	 * given too (those versions send no SNI for an address). */
+#ifdef TLS_V3
+	if (mbedtls_ssl_set_hostname(&c->ssl, verify) != 0)
+		goto fail;
+#else
 	if (!c->ip_literal && mbedtls_ssl_set_hostname(&c->ssl, verify) != 0)
 		goto fail;
+#endif
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
 	mbedtls_ssl_set_verify(&c->ssl, on_verify, c);
 	/* A resumed handshake checks no certificate: offer a session only to
 	 * the name it was verified for. One that cannot be offered just means
 	 * a full handshake. */
-	c->offered = setup.have_last && strcmp(setup.last_name, c->verify_name) == 0 &&
-		     mbedtls_ssl_set_session(&c->ssl, &setup.last) == 0;
+	c->offered = setup->have_last && strcmp(setup->last_name, c->verify_name) == 0 &&
+		     mbedtls_ssl_set_session(&c->ssl, &setup->last) == 0;
 	return c;
 fail:
 	mbedtls_ssl_free(&c->ssl);
@@ -357,51 +392,15 @@ void tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len)
 	c->in_len = len;
 }
 
-/* Walks the certificate's subjectAltName extension looking for an
- * iPAddress entry equal to the connection's address. */
+/* Is the address among the certificate's iPAddress names? mbedTLS keeps
+ * every subjectAltName entry it parsed, with its context tag. */
 static bool cert_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t ip_len)
 {
-#ifdef TLS_V3
-	const mbedtls_x509_buf *ext = &crt->MBEDTLS_PRIVATE(v3_ext);
-#else
-	const mbedtls_x509_buf *ext = &crt->v3_ext;
-#endif
-	unsigned char *p = ext->p;
-	const unsigned char *end = ext->p + ext->len;
-	size_t len;
-	if (p == NULL || mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
-		return false;
-	end = p + len;
-	while (p < end) {
-		if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
-			return false;
-		const unsigned char *ext_end = p + len;
-		mbedtls_x509_buf oid;
-		if (mbedtls_asn1_get_tag(&p, ext_end, &oid.len, MBEDTLS_ASN1_OID) != 0)
-			return false;
-		oid.p = p;
-		p += oid.len;
-		if (oid.len != MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME) ||
-		    memcmp(oid.p, MBEDTLS_OID_SUBJECT_ALT_NAME, oid.len) != 0) {
-			p = (unsigned char *)ext_end;
-			continue;
-		}
-		int critical;
-		if (mbedtls_asn1_get_bool(&p, ext_end, &critical) != 0 && *p == MBEDTLS_ASN1_BOOLEAN)
-			return false;
-		if (mbedtls_asn1_get_tag(&p, ext_end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
-		    mbedtls_asn1_get_tag(&p, ext_end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
-			return false;
-		const unsigned char *names_end = p + len;
-		while (p < names_end) {
-			unsigned char tag = *p++;
-			if (mbedtls_asn1_get_len(&p, names_end, &len) != 0)
-				return false;
-			if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && len == ip_len && memcmp(p, ip, ip_len) == 0)
-				return true;
-			p += len;
-		}
-		return false;
+	for (const mbedtls_x509_sequence *san = &crt->subject_alt_names; san != NULL; san = san->next) {
+		const mbedtls_x509_buf *b = &san->buf;
+		if (b->p != NULL && b->tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && b->len == ip_len &&
+		    memcmp(b->p, ip, ip_len) == 0)
+			return true;
 	}
 	return false;
 }
@@ -415,7 +414,7 @@ static void drop_peer_chain(struct tls_conn *c)
 #if !defined(TLS_V3) && defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE)
 	if (c->ssl.session != NULL && c->ssl.session->peer_cert != NULL) {
 		mbedtls_x509_crt_free(c->ssl.session->peer_cert);
-		free(c->ssl.session->peer_cert);
+		mbedtls_free(c->ssl.session->peer_cert); /* mbedTLS's allocation, its allocator */
 		c->ssl.session->peer_cert = NULL;
 	}
 #else
@@ -432,7 +431,7 @@ int tls_conn_handshake(struct tls_conn *c)
 		c->last_error = rc;
 		return TLS_ERR;
 	}
-	if (c->ip_literal && !setup.insecure) {
+	if (c->ip_literal && !c->setup->insecure) {
 		const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
 		if (peer == NULL || !cert_has_ip(peer, c->ip, c->ip_len)) {
 			c->ip_mismatch = true;
@@ -443,16 +442,16 @@ int tls_conn_handshake(struct tls_conn *c)
 			return TLS_ERR;
 		}
 	}
-	c->resumed = c->offered && !setup.insecure && !c->chain_checked;
+	c->resumed = c->offered && !c->setup->insecure && !c->chain_checked;
 	c->established = true;
 	/* Keep this session for the next connection. */
 	mbedtls_ssl_session fresh;
 	mbedtls_ssl_session_init(&fresh);
 	if (mbedtls_ssl_get_session(&c->ssl, &fresh) == 0) {
-		mbedtls_ssl_session_free(&setup.last);
-		setup.last = fresh;
-		setup.have_last = true;
-		snprintf(setup.last_name, sizeof(setup.last_name), "%s", c->verify_name);
+		mbedtls_ssl_session_free(&c->setup->last);
+		c->setup->last = fresh;
+		c->setup->have_last = true;
+		snprintf(c->setup->last_name, sizeof(c->setup->last_name), "%s", c->verify_name);
 	} else {
 		mbedtls_ssl_session_free(&fresh);
 	}
@@ -507,9 +506,12 @@ void tls_conn_close_notify(struct tls_conn *c)
 
 void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 {
+	const struct tls_setup *setup = c->setup;
+	const char *peer = setup->proxy ? "the proxy" : "the gateway";
 	if (c->ip_mismatch) {
-		snprintf(out, outlen, "the certificate does not name the address %s — use --tls-server-name with a "
-			 "name it holds", c->verify_name);
+		snprintf(out, outlen, "the certificate does not name the address %s — %s", c->verify_name,
+			 setup->proxy ? "give the proxy by a name its certificate holds"
+				      : "use --tls-server-name with a name it holds");
 		return;
 	}
 	uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
@@ -519,15 +521,17 @@ void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 		for (char *p = info; *p; p++)
 			if (*p == '\n')
 				*p = (p[1] ? ';' : '\0');
-		const char *hint = "";
+		char hint[200] = "";
 		if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
-			hint = " — the certificate is for another name: check --host, or use --tls-server-name";
+			snprintf(hint, sizeof(hint), " — the certificate is for another name: %s",
+				 setup->proxy ? "check the proxy URL's host" : "check --host, or use --tls-server-name");
 		else if (flags & MBEDTLS_X509_BADCERT_EXPIRED)
-			hint = " — the gateway's certificate has expired: renew it on the gateway";
+			snprintf(hint, sizeof(hint), " — %s's certificate has expired: renew it", peer);
 		else if (flags & MBEDTLS_X509_BADCERT_FUTURE)
-			hint = " — the gateway's certificate is not valid yet: check the clocks";
+			snprintf(hint, sizeof(hint), " — %s's certificate is not valid yet: check the clocks", peer);
 		else if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED)
-			hint = " — trust the gateway's CA with --ca-cert FILE (or SSL_CERT_FILE)";
+			snprintf(hint, sizeof(hint), " — trust %s's CA with %s FILE%s", peer, setup->ca_flag,
+				 setup->proxy ? "" : " (or SSL_CERT_FILE)");
 		snprintf(out, outlen, "certificate verification failed for %s: %s%s", c->verify_name, info, hint);
 		return;
 	}
@@ -535,12 +539,14 @@ void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 	describe_mbedtls(c->last_error, why, sizeof(why));
 	const char *hint = "";
 	if (c->last_error == MBEDTLS_ERR_SSL_INVALID_RECORD && !c->established)
-		hint = " — this port does not answer in TLS (a plain HTTP port?): leave out --tls, or give the port of "
-		       "the gateway's TLS listener";
+		hint = setup->proxy ? " — the proxy does not answer in TLS: give it as http://, or its TLS port"
+				    : " — this port does not answer in TLS (a plain HTTP port?): leave out --tls, or give the "
+				      "port of the gateway's TLS listener";
 	else if (c->last_error == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE)
-		hint = setup.have_identity ? " — the gateway refused the handshake: check --client-cert/--client-key"
-					   : " — the gateway refused the handshake; if it wants a client certificate, give "
-					     "--client-cert and --client-key";
+		hint = setup->proxy ? " — the proxy refused the handshake"
+		       : setup->have_identity ? " — the gateway refused the handshake: check --client-cert/--client-key"
+					      : " — the gateway refused the handshake; if it wants a client certificate, give "
+						"--client-cert and --client-key";
 	if (c->established)
 		snprintf(out, outlen, "TLS error on the connection with %s: %s", c->verify_name, why);
 	else

@@ -3,8 +3,9 @@
  * the ciphertext to send comes out through a callback. No I/O, no thread.
  *
  * Two levels:
- * - the process-wide settings (trust store, client identity, protocol
- *   limits), loaded once by tls_setup_init before anything listens;
+ * - the settings for one peer (trust store, client identity, protocol
+ *   limits, the session kept): one for the gateway, one for an https://
+ *   proxy, each made once before anything listens;
  * - one struct tls_conn per connection.
  *
  * Verification is on unless --insecure: the chain against the trust store,
@@ -12,8 +13,8 @@
  * checked against the certificate's IP addresses).
  *
  * Ownership: tls_conn_create allocates, tls_conn_destroy frees (NULL is
- * fine). The last session is kept process-wide and offered to the next
- * connection, so that later tunnels skip the full handshake. */
+ * fine). The last session of each setup is kept in it and offered to its
+ * next connection, so that later tunnels skip the full handshake. */
 #ifndef OTOROSHICTL_TLS_H
 #define OTOROSHICTL_TLS_H
 
@@ -30,12 +31,32 @@ enum tls_result {
 	TLS_CLOSED = -3,    /* the peer sent close_notify */
 };
 
-/* Loads the trust store and the client identity for cfg. Returns 0, or -1
- * with one line in err naming the file or flag at fault. */
-int tls_setup_init(const struct tunnel_config *cfg, char *err, size_t errlen);
-void tls_setup_finish(void);
+/* What a setup is built from. The trust store is ca_cert when given, else
+ * SSL_CERT_FILE, else SSL_CERT_DIR, else the system bundle. */
+struct tls_options {
+	const char *ca_cert;
+	const char *ca_flag;      /* how the file is named in messages: "--ca-cert" */
+	bool insecure;            /* no verification at all */
+	const char *server_name;  /* the name to send and verify instead of the host */
+	const char *client_cert;  /* a client identity, or NULL */
+	const char *client_key;
+	bool proxy;               /* the peer is an https:// proxy (for the messages) */
+};
+
+/* The gateway's options, from --ca-cert, --insecure, --tls-server-name,
+ * --client-cert and --client-key. */
+void tls_options_gateway(struct tls_options *o, const struct tunnel_config *cfg);
+
+/* The settings for one peer (the gateway, or an https:// proxy): trust
+ * store, identity, protocol limits, and the session kept for the next
+ * connection. Returns NULL with one line in err naming the file or flag at
+ * fault. tls_setup_destroy frees (NULL is fine); its connections must be
+ * gone by then. */
+struct tls_setup;
+struct tls_setup *tls_setup_create(const struct tls_options *o, char *err, size_t errlen);
+void tls_setup_destroy(struct tls_setup *s);
 /* True when a client certificate is configured. */
-bool tls_setup_has_identity(void);
+bool tls_setup_has_identity(const struct tls_setup *s);
 
 /* Called with ciphertext to write to the socket; returns 0, or -1 when it
  * cannot be queued. */
@@ -43,9 +64,9 @@ typedef int (*tls_send_fn)(void *user, const uint8_t *data, size_t len);
 
 struct tls_conn;
 
-/* A client connection that will verify `name` (a host name or an IP
- * literal). Returns NULL when memory runs out. */
-struct tls_conn *tls_conn_create(const char *name, tls_send_fn send, void *user);
+/* A client connection of setup's that will verify `name` (a host name or
+ * an IP literal). Returns NULL when memory runs out. */
+struct tls_conn *tls_conn_create(struct tls_setup *setup, const char *name, tls_send_fn send, void *user);
 void tls_conn_destroy(struct tls_conn *c);
 
 /* Makes data the input that the next calls consume. Every call below runs

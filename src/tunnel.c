@@ -1,41 +1,95 @@
 /* tunnel: one local connection carried over one WebSocket; see tunnel.h.
  *
- * Every event (a read, a finished write, a timer) updates the state and then
- * calls proceed(), which pushes each direction as far as it can go, decides
- * who may read, and ends the tunnel once both directions are done. Nothing
- * else starts or stops reading, so the watermarks are decided in one place.
+ * Events and actions, as OpenSSH's channels have them: what happens (a
+ * read, an end of input, the gateway's Close, a timer) is an event, which
+ * only changes states, each through its setter and that setter's table of
+ * the transitions it allows. What the tunnel does about its states (read
+ * or not, write, send the Close or the FIN, arm the timer, close the
+ * handles) is done in one place, proceed(), which runs after every event
+ * and loops until nothing moves. Two copies are made at the event itself,
+ * because the bytes are valid only during the callback: a local read is
+ * framed into the connection's queue at once, and the gateway's data is
+ * queued for the local client as wslay hands it over.
  *
- * Directions:
- *   up   (local -> gateway): OPEN -> EOF -> LINGER -> CLOSING -> CLOSED
- *        EOF: the local client finished sending; what it sent is still
- *        going out. LINGER: all of it is on the wire, and the WebSocket
- *        stays open while the gateway keeps sending: a WebSocket has no
- *        half-close, and Otoroshi drops whatever the target sends after a
- *        Close (PROTOCOL.md section 5), so the Close waits for --linger of
- *        the gateway's silence. CLOSING: a Close frame is queued; CLOSED:
- *        it is on the wire, or nothing more can be sent.
- *   down (gateway -> local): OPEN -> ENDING -> SHUT -> CLOSED
- *        ENDING: the gateway is done (Close or end of socket): what it sent
- *        is still being written to the local client; SHUT: FIN requested;
- *        CLOSED: FIN sent, or the local side is gone. */
+ * States:
+ *   phase     CONNECTING -> HANDSHAKE -> OPEN -> ENDED (the handles close)
+ *   local_in  OPEN -> EOF (the local client finished sending, or a stop)
+ *                  -> GONE (a reset, or a write to it failed)
+ *   up        (local -> gateway) OPEN -> LINGER -> CLOSE_QUEUED -> CLOSED
+ *             LINGER: the local input ended and is all on the wire; the
+ *             WebSocket stays open while the gateway still sends: a
+ *             WebSocket has no half-close, and Otoroshi drops what the
+ *             target sends after a Close (PROTOCOL.md section 5), so the
+ *             Close waits for --linger of the gateway's silence.
+ *             CLOSE_QUEUED: our Close, or our answer to the gateway's, is
+ *             queued; CLOSED: it is on the wire, or nothing more can go.
+ *   down      (gateway -> local) OPEN -> DRAIN -> FIN_SENT -> CLOSED
+ *             DRAIN: the gateway is done; what it sent is written out.
+ *   gateway   OPEN -> CLOSED (its Close came, or it broke the protocol)
+ *                  -> GONE (its connection ended, or it stopped answering) */
 #include "tunnel.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+#include "ending.h"
+#include "handshake.h"
 #include "liveness.h"
-#include "listener.h"
 #include "log.h"
-#include "rng.h"
-#include "upgrade.h"
 #include "upstream.h"
 #include "url.h"
 #include "writer.h"
 #include "ws.h"
 
-enum phase { PHASE_CONNECTING, PHASE_HANDSHAKE, PHASE_OPEN, PHASE_CLOSED };
+enum phase { PHASE_CONNECTING, PHASE_HANDSHAKE, PHASE_OPEN, PHASE_ENDED };
+enum local_in { LIN_OPEN, LIN_EOF, LIN_GONE };
+enum up_state { UP_OPEN, UP_LINGER, UP_CLOSE_QUEUED, UP_CLOSED };
+enum down_state { DOWN_OPEN, DOWN_DRAIN, DOWN_FIN_SENT, DOWN_CLOSED };
+enum gw_state { GW_OPEN, GW_CLOSED, GW_GONE };
+/* What the tunnel's one timer is counting down. */
+enum timer_use { TIMER_NONE, TIMER_HANDSHAKE, TIMER_LINGER, TIMER_DRAIN };
+
+#define B(s) (1u << (s))
+
+/* The transitions each setter allows, from each state. */
+static const unsigned phase_next[] = {
+	[PHASE_CONNECTING] = B(PHASE_HANDSHAKE) | B(PHASE_ENDED),
+	[PHASE_HANDSHAKE] = B(PHASE_OPEN) | B(PHASE_ENDED),
+	[PHASE_OPEN] = B(PHASE_ENDED),
+	[PHASE_ENDED] = 0,
+};
+static const unsigned local_in_next[] = {
+	[LIN_OPEN] = B(LIN_EOF) | B(LIN_GONE),
+	[LIN_EOF] = B(LIN_GONE),
+	[LIN_GONE] = 0,
+};
+static const unsigned up_next[] = {
+	[UP_OPEN] = B(UP_LINGER) | B(UP_CLOSE_QUEUED) | B(UP_CLOSED),
+	[UP_LINGER] = B(UP_CLOSE_QUEUED) | B(UP_CLOSED),
+	[UP_CLOSE_QUEUED] = B(UP_CLOSED),
+	[UP_CLOSED] = 0,
+};
+static const unsigned down_next[] = {
+	[DOWN_OPEN] = B(DOWN_DRAIN) | B(DOWN_CLOSED),
+	[DOWN_DRAIN] = B(DOWN_FIN_SENT) | B(DOWN_CLOSED),
+	[DOWN_FIN_SENT] = B(DOWN_CLOSED),
+	[DOWN_CLOSED] = 0,
+};
+static const unsigned gw_next[] = {
+	[GW_OPEN] = B(GW_CLOSED) | B(GW_GONE),
+	[GW_CLOSED] = B(GW_GONE),
+	[GW_GONE] = 0,
+};
+
+static const char *const phase_names[] = {"connecting", "handshake", "open", "ended"};
+static const char *const local_in_names[] = {"open", "eof", "gone"};
+static const char *const up_names[] = {"open", "linger", "close queued", "closed"};
+static const char *const down_names[] = {"open", "drain", "fin sent", "closed"};
+static const char *const gw_names[] = {"open", "closed", "gone"};
 
 union any_stream {
 	uv_tcp_t tcp;
@@ -46,25 +100,25 @@ union any_stream {
 struct stdio_pair {
 	union any_stream in, out;
 };
-enum up_state { UP_OPEN, UP_EOF, UP_LINGER, UP_CLOSING, UP_CLOSED };
-enum down_state { DOWN_OPEN, DOWN_ENDING, DOWN_SHUT, DOWN_CLOSED };
-/* What the tunnel's one timer is counting down. */
-enum timer_use { TIMER_NONE, TIMER_HANDSHAKE, TIMER_LINGER, TIMER_DRAIN };
-
-static const char *const phase_names[] = {"connecting", "handshake", "open", "closed"};
-static const char *const up_names[] = {"open", "eof", "linger", "closing", "closed"};
-static const char *const down_names[] = {"open", "ending", "shut", "closed"};
 
 struct tunnel {
-	struct tunnel *prev, *next; /* in the listener's list */
-	struct listener *owner;
+	struct tunnel_node node;
+	struct tunnel_env *env;
+	struct tunnel_owner *owner;
 	uint64_t id;
 	char peer[64]; /* the local client, for logs */
 	uint64_t started_ms;
 
 	enum phase phase;
+	enum local_in local_in;
 	enum up_state up;
 	enum down_state down;
+	enum gw_state gateway;
+	enum end_reason reason; /* the first cause of the end (ending.h) */
+	enum end_reason end_now; /* an event that ends everything at once */
+	bool close_now;          /* a local reset: the Close jumps the queue */
+	bool stop_now;           /* a graceful stop: Close as soon as the data is out */
+	bool fin_wait_over;      /* gave up waiting for the local client's FIN */
 
 	/* The local side: an accepted TCP connection, or (with --stdio)
 	 * standard input and output, each its own handle. */
@@ -75,122 +129,123 @@ struct tunnel {
 	uv_shutdown_t shutdown_req;
 	bool local_reading;
 	bool local_paused; /* reading stopped by the high-water mark */
-	bool local_eof;    /* the local client sent FIN, reset, or is gone */
 
 	struct upstream upstream;
 	bool upstream_paused;
 	bool upstream_closing;
-	bool gateway_gone; /* its connection ended, or it stopped answering */
 	uint64_t control_mark; /* ws_control_bytes when nothing was queued for the gateway */
 
 	struct ws *ws;
-	struct upgrade_response *resp; /* only during the handshake */
-	struct bufq hold; /* local bytes read before the WebSocket is open */
+	struct handshake *hs; /* only while the handshake lasts */
+	struct bufq hold;     /* local bytes read before the WebSocket is open */
 
 	uv_timer_t timer; /* handshake timeout, linger, then the idle limit of the ending */
 	enum timer_use timer_use;
-	bool fin_wait_over; /* gave up waiting for the local client's FIN */
-	bool stop_now;      /* a graceful stop: Close as soon as the data is out */
 
-	struct liveness live; /* the keepalive's view of the gateway */
-	uint64_t opened_at;   /* loop time the WebSocket opened */
-	uint64_t linger_since; /* loop time the gateway's silence is counted from */
-	uint64_t traffic_at;  /* loop time of the last frame either way (data or Ping) */
+	struct liveness live;   /* the keepalive's view of the gateway */
+	uint64_t opened_at;     /* loop time the WebSocket opened */
+	uint64_t linger_since;  /* loop time the gateway's silence is counted from */
+	uint64_t traffic_at;    /* loop time of the last frame either way (data or Ping) */
 
 	uint64_t bytes_up;   /* payload bytes from the local client to the gateway */
 	uint64_t bytes_down; /* payload bytes from the gateway to the local client */
 	uint64_t discarded;  /* local bytes that arrived when nothing could carry them */
 	uint16_t close_code; /* the gateway's Close code, 0 when none came */
-	const char *end_reason; /* the first cause of the end */
-	bool failed;            /* ended by an error, not by either side closing */
-	int http_status;        /* of a refused upgrade */
+	int http_status;     /* of a refused upgrade */
 
-	int open_handles; /* local, timer and upstream: freed when all are closed */
+	int open_handles; /* local ones, the timer and the upstream: freed when all are closed */
 };
 
 static void proceed(struct tunnel *t);
-static void close_all(struct tunnel *t, const char *reason);
-static void on_handle_closed(uv_handle_t *handle);
 
-/* Ends that are no one's fault: either side closing, or a stop asked for. */
-static bool is_clean(const char *reason)
+struct tunnel_node *tunnel_node(struct tunnel *t)
 {
-	static const char *const clean[] = {"local close", "gateway closed", "stopped", "done"};
-	for (size_t i = 0; i < sizeof(clean) / sizeof(clean[0]); i++)
-		if (strcmp(reason, clean[i]) == 0)
-			return true;
-	return false;
+	return &t->node;
 }
 
-/* The summary gives the first cause of the end, except that a failure
- * outranks a clean end that came before it (a client that sent and closed
- * before the gateway refused was refused all the same). */
-static void set_reason(struct tunnel *t, const char *reason)
+struct tunnel *tunnel_of(struct tunnel_node *n)
 {
-	if (t->end_reason == NULL || (is_clean(t->end_reason) && !is_clean(reason)))
-		t->end_reason = reason;
-}
-
-static void set_phase(struct tunnel *t, enum phase p)
-{
-	log_trace("tunnel %" PRIu64 ": phase %s -> %s", t->id, phase_names[t->phase], phase_names[p]);
-	t->phase = p;
-}
-
-/* The only place the up state changes: it only moves forward. */
-static void set_up(struct tunnel *t, enum up_state s)
-{
-	if (s <= t->up)
-		return;
-	log_trace("tunnel %" PRIu64 ": up %s -> %s", t->id, up_names[t->up], up_names[s]);
-	t->up = s;
-}
-
-static void set_down(struct tunnel *t, enum down_state s)
-{
-	if (s <= t->down)
-		return;
-	log_trace("tunnel %" PRIu64 ": down %s -> %s", t->id, down_names[t->down], down_names[s]);
-	t->down = s;
-}
-
-/* ---- gateway side: the WebSocket ---------------------------------------- */
-
-static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms);
-
-/* While a tunnel ends, each sign of progress gives it more time: a reply
- * streaming after a local half-close is not cut while it flows. */
-static void note_progress(struct tunnel *t)
-{
-	if (t->timer_use == TIMER_DRAIN)
-		arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
+	return (struct tunnel *)((char *)n - offsetof(struct tunnel, node));
 }
 
 static uint64_t now_ms(const struct tunnel *t)
 {
-	return uv_now(t->owner->loop);
+	return uv_now(t->env->loop);
 }
 
-static void ws_on_data(void *user, const uint8_t *data, size_t len)
+/* ---- the setters -------------------------------------------------------- */
+
+/* One setter per state machine: each checks the transition against its
+ * table, logs it at trace level, and asserts on an illegal one. */
+#define SETTER(fn, field, type, table, names)                                                              \
+	static void fn(struct tunnel *t, type s)                                                             \
+	{                                                                                                    \
+		bool legal = (table[t->field] & B(s)) != 0;                                                  \
+		if (!legal)                                                                                  \
+			log_error("tunnel %" PRIu64 ": illegal " #field " transition %s -> %s", t->id,        \
+				  names[t->field], names[s]);                                                \
+		assert(legal);                                                                               \
+		log_trace("tunnel %" PRIu64 ": " #field " %s -> %s", t->id, names[t->field], names[s]);       \
+		t->field = s;                                                                                \
+	}
+
+SETTER(set_phase, phase, enum phase, phase_next, phase_names)
+SETTER(set_local_in, local_in, enum local_in, local_in_next, local_in_names)
+SETTER(set_up, up, enum up_state, up_next, up_names)
+SETTER(set_down, down, enum down_state, down_next, down_names)
+SETTER(set_gateway, gateway, enum gw_state, gw_next, gw_names)
+
+/* Forward moves only, and none where the state is already there or past. */
+static void advance_local_in(struct tunnel *t, enum local_in s)
+{
+	if (t->local_in < s)
+		set_local_in(t, s);
+}
+
+static void advance_up(struct tunnel *t, enum up_state s)
+{
+	if (t->up < s)
+		set_up(t, s);
+}
+
+static void advance_down(struct tunnel *t, enum down_state s)
+{
+	if (t->down < s)
+		set_down(t, s);
+}
+
+static void advance_gateway(struct tunnel *t, enum gw_state s)
+{
+	if (t->gateway < s)
+		set_gateway(t, s);
+}
+
+static void say(struct tunnel *t, enum end_reason r)
+{
+	t->reason = end_reason_merge(t->reason, r);
+}
+
+/* ---- events: the gateway -------------------------------------------------- */
+
+static void ev_gateway_data(void *user, const uint8_t *data, size_t len)
 {
 	struct tunnel *t = user;
 	if (t->down != DOWN_OPEN)
-		return;
+		return; /* the local side is gone: read and dropped */
 	if (writer_push(&t->lw, data, len) != 0) {
-		close_all(t, "out of memory");
+		t->end_now = END_NO_MEMORY;
 		return;
 	}
 	t->bytes_down += len;
 	/* Data, not Pongs, holds the Close back while lingering. */
 	t->traffic_at = t->linger_since = now_ms(t);
-	note_progress(t);
 }
 
 /* Without --remote-host and --remote-port, a route whose target is made of
  * the query parameters gets Otoroshi's literal no-query-remoteHost. */
 static const char *dynamic_target_hint(const struct tunnel *t)
 {
-	const struct tunnel_config *cfg = t->owner->cfg;
+	const struct tunnel_config *cfg = t->env->cfg;
 	if (cfg->remote_host != NULL || cfg->remote_port != 0)
 		return "";
 	return "; if the route's target uses ${req.query.remoteHost}:${req.query.remotePort}, pass --remote-host "
@@ -198,7 +253,7 @@ static const char *dynamic_target_hint(const struct tunnel *t)
 }
 
 /* Says why the gateway closed, from the code and from what came before. */
-static void explain_close(struct tunnel *t, uint16_t code)
+static enum end_reason explain_close(struct tunnel *t, uint16_t code)
 {
 	uint64_t now = now_ms(t);
 	uint64_t silence = now - t->traffic_at;
@@ -207,353 +262,83 @@ static void explain_close(struct tunnel *t, uint16_t code)
 		log_warn("Otoroshi closed the idle tunnel for %s (Close 1011 after %" PRIu64 " s without traffic): the "
 			 "route's backend idle timeout; a --keepalive below it keeps quiet tunnels open%s", t->peer,
 			 silence / 1000, t->bytes_down == 0 ? " (nothing ever came back: the target may also be unreachable)" : "");
-		set_reason(t, "gateway idle timeout");
-	} else if (code == 1011 && t->bytes_down == 0) {
+		return END_GATEWAY_IDLE;
+	}
+	if (code == 1011 && t->bytes_down == 0) {
 		log_error("Otoroshi could not reach the remote service for %s (Close 1011 %s): check "
 			  "--remote-host/--remote-port and that the route's target is up%s", t->peer,
 			  early ? "right after the handshake" : "before any data", dynamic_target_hint(t));
-		set_reason(t, "gateway could not reach the remote service");
-	} else if (code == 1000 || code == 0) {
+		return END_TARGET_UNREACHABLE;
+	}
+	if (code == 1000 || code == 0) {
 		log_debug("tunnel %" PRIu64 ": Otoroshi closed the WebSocket (%u)", t->id, code);
-		set_reason(t, "gateway closed");
-	} else if (early) {
+		return END_GATEWAY_CLOSED;
+	}
+	if (early)
 		log_warn("Otoroshi closed the tunnel for %s with code %u (%s) right after the handshake, before any "
 			 "data: the route may lack the TCP tunnel plugin (Otoroshi then hands the WebSocket to the "
 			 "route's backend)", t->peer, code, ws_describe_code(code));
-		set_reason(t, "gateway closed with an error");
-	} else {
+	else
 		log_warn("Otoroshi closed the tunnel for %s with code %u (%s)", t->peer, code, ws_describe_code(code));
-		set_reason(t, "gateway closed with an error");
-	}
+	return END_GATEWAY_ERROR;
 }
 
-static void ws_on_close(void *user, uint16_t code, const uint8_t *reason, size_t reason_len)
+static void ev_gateway_close(void *user, uint16_t code, const uint8_t *reason, size_t reason_len)
 {
 	struct tunnel *t = user;
 	(void)reason;
 	(void)reason_len;
 	t->close_code = code;
-	explain_close(t, code);
+	say(t, explain_close(t, code));
+	advance_gateway(t, GW_CLOSED);
 	/* wslay has queued its answering Close, which goes out at once (the
 	 * gateway waits 3 s for it); nothing more goes up. */
-	set_up(t, UP_CLOSING);
-	set_down(t, DOWN_ENDING);
-}
-
-/* Frames are taken whole, always: data frames bypass wslay's queue, so a
- * control frame must never be left half-written in between. The
- * watermarks bound what piles up, by stopping the local reads. */
-static size_t ws_on_send(void *user, const uint8_t *data, size_t len)
-{
-	struct tunnel *t = user;
-	return upstream_write(&t->upstream, data, len) == 0 ? len : 0;
-}
-
-static int ws_on_send_masked(void *user, const uint8_t *data, size_t len, const uint8_t key[4])
-{
-	struct tunnel *t = user;
-	return upstream_write_masked(&t->upstream, data, len, key) == 0 ? 0 : -1;
+	advance_up(t, UP_CLOSE_QUEUED);
+	advance_down(t, DOWN_DRAIN);
 }
 
 static const struct ws_callbacks ws_cbs = {
-	.on_data = ws_on_data,
-	.on_close = ws_on_close,
-	.send = ws_on_send,
-	.send_masked = ws_on_send_masked,
+	.on_data = ev_gateway_data,
+	.on_close = ev_gateway_close,
 };
 
-/* ---- timers ------------------------------------------------------------- */
-
-/* Lingering: the Close goes once the gateway has been silent for --linger
- * while its data was being read (a paused reader hears nothing by its own
- * choice), at once on a graceful stop. */
-static bool linger_done(struct tunnel *t)
+/* The gateway's connection ended, or it stopped answering: nothing more
+ * goes up, what came down is delivered, then FIN. */
+static void gateway_gone(struct tunnel *t, enum end_reason r)
 {
-	uint64_t now = now_ms(t), linger = t->owner->cfg->linger_ms;
-	if (t->stop_now || linger == 0)
-		return true;
-	if (t->upstream_paused)
-		t->linger_since = now;
-	return now - t->linger_since >= linger;
+	say(t, r);
+	advance_gateway(t, GW_GONE);
+	advance_up(t, UP_CLOSED);
+	advance_down(t, DOWN_DRAIN);
 }
 
-static void on_drain_timeout(struct tunnel *t)
-{
-	if (t->up == UP_EOF) {
-		log_debug("tunnel %" PRIu64 ": the last %zu bytes for Otoroshi did not leave within %d s", t->id,
-			  t->hold.len + upstream_pending(&t->upstream), TUNNEL_DRAIN_TIMEOUT_MS / 1000);
-		close_all(t, "ending timed out");
-		return;
-	}
-	if (t->down == DOWN_OPEN) {
-		log_debug("tunnel %" PRIu64 ": Otoroshi sent nothing and did not close within %d s of our Close",
-			  t->id, TUNNEL_DRAIN_TIMEOUT_MS / 1000);
-		set_reason(t, "drain timed out");
-		set_up(t, UP_CLOSED);
-		set_down(t, DOWN_ENDING);
-		arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
-		proceed(t);
-		return;
-	}
-	if (t->down == DOWN_CLOSED && t->up == UP_CLOSED) {
-		/* Everything is delivered; the local client kept its side open,
-		 * or the gateway never answered our Close. */
-		t->fin_wait_over = true;
-		t->gateway_gone = true;
-		proceed(t);
-		return;
-	}
-	log_debug("tunnel %" PRIu64 ": no progress for %d s while ending (up %s, down %s)", t->id,
-		  TUNNEL_DRAIN_TIMEOUT_MS / 1000, up_names[t->up], down_names[t->down]);
-	close_all(t, "ending timed out");
-}
-
-static void on_timer(uv_timer_t *timer)
-{
-	struct tunnel *t = timer->data;
-	enum timer_use use = t->timer_use;
-	t->timer_use = TIMER_NONE;
-	switch (use) {
-	case TIMER_HANDSHAKE:
-		log_error("Otoroshi at %s timed out: no answer to the WebSocket upgrade within %d s for %s",
-			  t->owner->cfg->host, TUNNEL_HANDSHAKE_TIMEOUT_MS / 1000, t->peer);
-		close_all(t, "handshake timed out");
-		return;
-	case TIMER_LINGER:
-		proceed(t); /* sends the Close if the silence lasted, else waits on */
-		return;
-	case TIMER_DRAIN:
-		on_drain_timeout(t);
-		return;
-	case TIMER_NONE:
-		return;
-	}
-}
-
-static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms)
-{
-	t->timer_use = use;
-	uv_timer_start(&t->timer, on_timer, ms, 0);
-}
-
-/* Once the WebSocket is open, the timer follows the states: the linger
- * while the gateway may still answer a local end, then the limit on how
- * long the ending may stall. */
-static void steer_timer(struct tunnel *t)
-{
-	if (t->up == UP_LINGER && t->down == DOWN_OPEN) {
-		if (t->timer_use != TIMER_LINGER) {
-			uint64_t waited = now_ms(t) - t->linger_since, linger = t->owner->cfg->linger_ms;
-			arm_timer(t, TIMER_LINGER, waited < linger ? linger - waited : 1);
-		}
-	} else if (t->up != UP_OPEN || t->down != DOWN_OPEN) {
-		if (t->timer_use != TIMER_DRAIN)
-			arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
-	}
-}
-
-/* ---- local side ---------------------------------------------------------- */
-
-/* The local connection failed (a reset, a failed write): the event only;
- * the caller runs proceed. */
-static void local_gone(struct tunnel *t, int status)
-{
-	log_debug("tunnel %" PRIu64 ": local connection from %s failed: %s", t->id, t->peer, uv_strerror(status));
-	set_reason(t, "local reset");
-	t->local_eof = true;
-	set_down(t, DOWN_CLOSED);
-	/* A reset ends the WebSocket at once: the Close jumps the queue. */
-	if (t->phase == PHASE_OPEN && t->up < UP_CLOSING && ws_queue_close(t->ws, 1000) == WS_OK)
-		set_up(t, UP_CLOSING);
-}
-
-static void local_failed(struct tunnel *t, int status)
-{
-	local_gone(t, status);
-	if (t->phase != PHASE_OPEN) {
-		close_all(t, "local reset");
-		return;
-	}
-	proceed(t);
-}
-
-static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
-{
-	struct tunnel *t = stream->data;
-	if (nread == UV_EOF) {
-		log_debug("tunnel %" PRIu64 ": local client %s finished sending", t->id, t->peer);
-		set_reason(t, "local close");
-		t->local_eof = true;
-		if (t->up == UP_OPEN)
-			set_up(t, UP_EOF);
-		proceed(t);
-		return;
-	}
-	if (nread < 0) {
-		local_failed(t, (int)nread);
-		return;
-	}
-	if (nread == 0)
-		return;
-	if (t->up != UP_OPEN) {
-		t->discarded += (uint64_t)nread;
-		return;
-	}
-	/* One read is at most one frame (the read buffer is 64 KiB). Until
-	 * the WebSocket is open, the bytes wait in the hold queue. */
-	int rc;
-	if (t->phase == PHASE_OPEN && t->hold.len == 0) {
-		rc = ws_send_binary(t->ws, (const uint8_t *)buf->base, (size_t)nread);
-		if (rc == WS_OK) {
-			t->bytes_up += (uint64_t)nread;
-			t->traffic_at = now_ms(t);
-		}
-	} else {
-		rc = bufq_append(&t->hold, buf->base, (size_t)nread) == 0 ? WS_OK : WS_ERR_NOMEM;
-	}
-	if (rc == WS_ERR_CLOSED) {
-		t->discarded += (uint64_t)nread;
-		return;
-	}
-	if (rc != WS_OK) {
-		close_all(t, "out of memory");
-		return;
-	}
-	proceed(t);
-}
-
-static void on_local_written(struct writer *w, int status)
-{
-	struct tunnel *t = (struct tunnel *)((char *)w - offsetof(struct tunnel, lw));
-	if (t->phase == PHASE_CLOSED)
-		return;
-	if (status < 0) {
-		local_failed(t, status);
-		return;
-	}
-	note_progress(t);
-	proceed(t);
-}
-
-static void on_local_shutdown(uv_shutdown_t *req, int status)
-{
-	struct tunnel *t = req->data;
-	if (t->phase == PHASE_CLOSED)
-		return;
-	/* Standard output ends by being closed: a pipe has no FIN, and a
-	 * socket shared with standard input needs its FIN (sent above) as
-	 * well as this. */
-	if (t->stdio != NULL)
-		uv_close((uv_handle_t *)t->out, on_handle_closed);
-	if (status < 0)
-		t->local_eof = true;
-	set_down(t, DOWN_CLOSED);
-	proceed(t);
-}
-
-/* ---- handshake ------------------------------------------------------------ */
-
-static void send_upgrade(struct tunnel *t)
-{
-	const struct tunnel_config *cfg = t->owner->cfg;
-	uint8_t raw[16];
-	char key[UPGRADE_KEY_LEN + 1], accept[UPGRADE_ACCEPT_LEN + 1];
-	if (rng_bytes(raw, sizeof(raw)) != 0 || upgrade_make_key(raw, key) != 0 ||
-	    upgrade_accept_for_key(key, accept) != 0) {
-		log_error("cannot make a Sec-WebSocket-Key: the random generator failed");
-		close_all(t, "internal error");
-		return;
-	}
-	t->resp = malloc(sizeof(*t->resp));
-	int len = upgrade_build_request(NULL, 0, cfg, key);
-	char *head = len > 0 ? malloc((size_t)len + 1) : NULL;
-	if (t->resp == NULL || head == NULL) {
-		free(head);
-		close_all(t, "out of memory");
-		return;
-	}
-	upgrade_response_init(t->resp, accept);
-	upgrade_build_request(head, (size_t)len + 1, cfg, key);
-	int rc = upstream_write(&t->upstream, (const uint8_t *)head, (size_t)len);
-	/* The head carries the credential: wipe it before freeing. */
-	memset(head, 0, (size_t)len);
-	free(head);
-	if (rc != 0) {
-		close_all(t, "out of memory");
-		return;
-	}
-	set_phase(t, PHASE_HANDSHAKE);
-	if (log_enabled(LOG_DEBUG)) {
-		char target[1024];
-		url_build_target(target, sizeof(target), cfg, true);
-		log_debug("tunnel %" PRIu64 ": upgrading %s://%s%s via %s", t->id, cfg->tls ? "wss" : "ws",
-			  cfg->host, target, t->upstream.peer);
-	}
-	proceed(t);
-}
-
-static void report_refusal(struct tunnel *t)
-{
-	const struct upgrade_response *r = t->resp;
-	t->http_status = r->status;
-	char text[256];
-	upgrade_refusal_text(r, text, sizeof(text));
-	const char *hint = upgrade_refusal_hint(r->status, text, t->owner->cfg->access);
-	if (r->error_cause[0] != '\0') {
-		char cause[sizeof(r->error_cause)];
-		snprintf(cause, sizeof(cause), "%s", r->error_cause);
-		for (char *p = cause; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = ' ';
-		log_debug("tunnel %" PRIu64 ": Otoroshi-Error-Cause: %s", t->id, cause);
-	}
-	char reason[128];
-	snprintf(reason, sizeof(reason), "%s", r->reason);
-	for (char *p = reason; *p; p++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			*p = ' ';
-	log_error("Otoroshi refused the tunnel for %s: HTTP %d%s%s%s%s%s%s", t->peer, r->status,
-		  reason[0] ? " " : "", reason, text[0] ? ": " : "", text, hint ? " — " : "", hint ? hint : "");
-}
-
-/* Hands bytes from the gateway to the WebSocket layer. */
 static void feed_frames(struct tunnel *t, const uint8_t *data, size_t len)
 {
 	int rc = len > 0 ? ws_feed(t->ws, data, len) : WS_OK;
 	if (rc == WS_ERR_PROTOCOL) {
 		log_error("Otoroshi sent an invalid WebSocket frame for %s: %s; closing the tunnel", t->peer,
 			  ws_error_detail(t->ws));
-		set_reason(t, "protocol error");
-		set_up(t, UP_CLOSING);
-		set_down(t, DOWN_ENDING);
+		say(t, END_PROTOCOL_ERROR);
+		/* wslay queued a Close (1002) and reads no more. */
+		advance_gateway(t, GW_CLOSED);
+		advance_up(t, UP_CLOSE_QUEUED);
+		advance_down(t, DOWN_DRAIN);
 	} else if (rc != WS_OK) {
-		close_all(t, "out of memory");
-		return;
+		t->end_now = rc == WS_ERR_NOMEM ? END_NO_MEMORY : END_INTERNAL;
 	}
-	proceed(t);
 }
 
 static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 {
+	struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
 	size_t used = 0;
-	int rc = upgrade_response_feed(t->resp, data, len, &used);
+	int rc = handshake_feed(t->hs, data, len, &used);
 	if (rc == UPGRADE_NEED_MORE)
 		return;
-	if (rc == UPGRADE_REFUSED) {
-		report_refusal(t);
-		close_all(t, "refused");
+	if (rc != UPGRADE_SWITCHED) {
+		t->end_now = handshake_report(&who, t->hs, rc, &t->http_status);
 		return;
 	}
-	if (rc < 0) {
-		log_error("Otoroshi's answer to the WebSocket upgrade for %s is not usable: %s", t->peer,
-			  upgrade_strerror(rc));
-		close_all(t, "bad upgrade answer");
-		return;
-	}
-	free(t->resp);
-	t->resp = NULL;
-	uv_timer_stop(&t->timer);
-	t->timer_use = TIMER_NONE;
 	set_phase(t, PHASE_OPEN);
 	t->opened_at = t->traffic_at = now_ms(t);
 	liveness_init(&t->live, t->opened_at);
@@ -562,153 +347,250 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 	feed_frames(t, data + used, len - used);
 }
 
-/* ---- upstream callbacks ----------------------------------------------------- */
-
-static void up_on_connect(void *user, int status, const char *stage, const char *detail)
+static void ev_upstream_opened(void *user, int status, enum stream_stage stage, const char *detail)
 {
 	struct tunnel *t = user;
-	if (t->phase == PHASE_CLOSED)
+	if (t->phase != PHASE_CONNECTING)
 		return;
-	if (status == 0) {
-		log_debug("tunnel %" PRIu64 ": connected to Otoroshi at %s", t->id, t->upstream.peer);
-		send_upgrade(t);
+	struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+	if (status < 0) {
+		t->end_now = handshake_report_open_failure(&who, status, stage, detail, now_ms(t));
+		proceed(t);
 		return;
 	}
-	const struct tunnel_config *cfg = t->owner->cfg;
-	if (status == UV_EMFILE || status == UV_ENFILE) {
-		/* Out of descriptors, every new tunnel fails the same way: say it
-		 * once a second, not once a tunnel. */
-		static uint64_t said_at, unsaid;
-		uint64_t now = uv_now(t->owner->loop);
-		if (said_at != 0 && now - said_at < 1000) {
-			unsaid++;
-		} else {
-			log_error("cannot open a connection to Otoroshi for %s: %s (raise 'ulimit -n' or lower "
-				  "--max-connections)%s", t->peer, uv_strerror(status), unsaid ? "; more tunnels failed so" : "");
-			said_at = now;
-			unsaid = 0;
-		}
-	} else if (strcmp(stage, "proxy") == 0 || (t->owner->proxy != NULL && strcmp(stage, "connect") == 0))
-		log_error("cannot reach Otoroshi at %s through the proxy %s:%u (%s) for %s: %s", cfg->host,
-			  t->owner->proxy->host, (unsigned)t->owner->proxy->port, t->owner->proxy->source, t->peer,
-			  detail ? detail : uv_strerror(status));
-	else if (strcmp(stage, "resolve") == 0 && t->owner->proxy != NULL)
-		log_error("cannot resolve the proxy's host name '%s' (%s) for %s: %s", t->owner->proxy->host,
-			  t->owner->proxy->source, t->peer, uv_strerror(status));
-	else if (strcmp(stage, "tls") == 0)
-		log_error("cannot open TLS to Otoroshi at %s for %s: %s", cfg->host, t->peer,
-			  detail ? detail : uv_strerror(status));
-	else if (strcmp(stage, "resolve") == 0)
-		log_error("cannot resolve Otoroshi's host name '%s' for %s: %s — check --host", cfg->gw_name, t->peer,
-			  uv_strerror(status));
-	else if (status == UV_ECONNREFUSED)
-		log_error("cannot connect to Otoroshi at %s for %s: connection refused — check --host and its port",
-			  cfg->host, t->peer);
+	log_debug("tunnel %" PRIu64 ": connected to Otoroshi at %s", t->id, upstream_peer(&t->upstream));
+	enum end_reason why = END_NONE;
+	t->hs = handshake_start(&who, upstream_stream(&t->upstream), upstream_peer(&t->upstream), &why);
+	if (t->hs == NULL)
+		t->end_now = why;
 	else
-		log_error("cannot connect to Otoroshi at %s for %s: %s", cfg->host, t->peer, uv_strerror(status));
-	close_all(t, strcmp(stage, "tls") == 0     ? "TLS failed"
-		     : strcmp(stage, "proxy") == 0 ? "proxy refused"
-						   : "gateway unreachable");
-}
-
-static void up_on_read(void *user, const uint8_t *data, size_t len)
-{
-	struct tunnel *t = user;
-	liveness_heard(&t->live, now_ms(t));
-	if (t->phase == PHASE_HANDSHAKE) {
-		handshake_input(t, data, len);
-		return;
-	}
-	if (t->phase == PHASE_OPEN)
-		feed_frames(t, data, len);
-}
-
-static void up_on_end(void *user, int status)
-{
-	struct tunnel *t = user;
-	if (t->phase == PHASE_HANDSHAKE) {
-		if (status == UV_EOF && upgrade_response_eof(t->resp) == UPGRADE_REFUSED) {
-			report_refusal(t);
-			close_all(t, "refused");
-		} else {
-			log_error("Otoroshi closed the connection during the WebSocket upgrade for %s: %s%s", t->peer,
-				  status == UV_EOF ? "no complete answer" : uv_strerror(status),
-				  t->resp->head_len == 0 && !t->owner->cfg->tls
-					  ? " (nothing at all came back: if this port speaks TLS, add --tls)"
-					  : "");
-			close_all(t, "upgrade failed");
-		}
-		return;
-	}
-	if (t->phase != PHASE_OPEN)
-		return;
-	if (!ws_close_received(t->ws) && t->up < UP_CLOSED) {
-		if (status == UV_EOF)
-			log_warn("Otoroshi ended the connection for %s without a WebSocket Close", t->peer);
-		else
-			log_warn("the connection to Otoroshi for %s failed: %s", t->peer, uv_strerror(status));
-		set_reason(t, "gateway connection lost");
-	}
-	/* Nothing more can go up; what came down is delivered, then FIN. */
-	t->gateway_gone = true;
-	set_up(t, UP_CLOSED);
-	set_down(t, DOWN_ENDING);
+		set_phase(t, PHASE_HANDSHAKE);
 	proceed(t);
 }
 
-static void up_on_written(void *user, int status)
+static void ev_upstream_read(void *user, const uint8_t *data, size_t len)
 {
 	struct tunnel *t = user;
-	if (t->phase == PHASE_CLOSED)
-		return;
+	liveness_heard(&t->live, now_ms(t));
+	if (t->phase == PHASE_HANDSHAKE)
+		handshake_input(t, data, len);
+	else if (t->phase == PHASE_OPEN)
+		feed_frames(t, data, len);
+	proceed(t);
+}
+
+static void ev_upstream_ended(void *user, int status)
+{
+	struct tunnel *t = user;
+	struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+	if (t->phase == PHASE_HANDSHAKE) {
+		t->end_now = handshake_report_eof(&who, t->hs, status, &t->http_status);
+	} else if (t->phase == PHASE_OPEN) {
+		enum end_reason r = END_NONE;
+		if (t->gateway == GW_OPEN && t->up < UP_CLOSED) {
+			if (status == UV_EOF)
+				log_warn("Otoroshi ended the connection for %s without a WebSocket Close", t->peer);
+			else
+				log_warn("the connection to Otoroshi for %s failed: %s", t->peer, uv_strerror(status));
+			r = END_GATEWAY_LOST;
+		}
+		gateway_gone(t, r);
+	}
+	proceed(t);
+}
+
+/* While a tunnel ends, each sign of progress gives it more time: a reply
+ * streaming after a local half-close is not cut while it flows. */
+static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms);
+
+static void note_progress(struct tunnel *t)
+{
+	if (t->timer_use == TIMER_DRAIN)
+		arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
+}
+
+static void ev_upstream_written(void *user, int status)
+{
+	struct tunnel *t = user;
 	if (status < 0) {
-		up_on_end(user, status);
+		ev_upstream_ended(user, status);
 		return;
 	}
 	note_progress(t);
 	proceed(t);
 }
 
-static void free_if_done(struct tunnel *t)
+static void tunnel_free(struct tunnel *t);
+
+static void handle_gone(struct tunnel *t)
 {
-	if (--t->open_handles > 0)
-		return;
-	listener_tunnel_gone(t->owner, t, t->failed);
-	free(t->stdio);
-	free(t);
+	if (--t->open_handles == 0)
+		tunnel_free(t);
 }
 
-static void up_on_closed(void *user)
+static void ev_upstream_closed(void *user)
 {
-	free_if_done(user);
+	handle_gone(user);
 }
 
-static const struct upstream_callbacks upstream_cbs = {
-	.on_connect = up_on_connect,
-	.on_read = up_on_read,
-	.on_end = up_on_end,
-	.on_written = up_on_written,
-	.on_closed = up_on_closed,
+static const struct stream_events upstream_events = {
+	.opened = ev_upstream_opened,
+	.read = ev_upstream_read,
+	.ended = ev_upstream_ended,
+	.written = ev_upstream_written,
+	.closed = ev_upstream_closed,
 };
 
-/* ---- the engine ------------------------------------------------------------- */
+/* ---- events: the local side ------------------------------------------------- */
+
+static void local_gone(struct tunnel *t, int status)
+{
+	log_debug("tunnel %" PRIu64 ": local connection from %s failed: %s", t->id, t->peer, uv_strerror(status));
+	say(t, END_LOCAL_RESET);
+	advance_local_in(t, LIN_GONE);
+	advance_down(t, DOWN_CLOSED);
+	if (t->phase == PHASE_OPEN)
+		t->close_now = true; /* a reset ends the WebSocket at once */
+	else
+		t->end_now = END_LOCAL_RESET;
+}
+
+static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+	struct tunnel *t = stream->data;
+	if (nread == 0)
+		return;
+	if (nread == UV_EOF) {
+		log_debug("tunnel %" PRIu64 ": local client %s finished sending", t->id, t->peer);
+		say(t, END_LOCAL_CLOSE);
+		advance_local_in(t, LIN_EOF);
+	} else if (nread < 0) {
+		local_gone(t, (int)nread);
+	} else if (t->up != UP_OPEN || t->local_in != LIN_OPEN) {
+		t->discarded += (uint64_t)nread; /* nothing can carry them any more */
+	} else if (t->phase == PHASE_OPEN && t->hold.len == 0) {
+		/* One read is at most one frame (the read buffer is 64 KiB);
+		 * framed now, as the buffer is reused after this call. */
+		int rc = ws_send_binary(t->ws, (const uint8_t *)buf->base, (size_t)nread);
+		if (rc == WS_OK) {
+			t->bytes_up += (uint64_t)nread;
+			t->traffic_at = now_ms(t);
+		} else if (rc == WS_ERR_CLOSED) {
+			t->discarded += (uint64_t)nread;
+		} else {
+			t->end_now = rc == WS_ERR_NOMEM ? END_NO_MEMORY : END_INTERNAL;
+		}
+	} else if (bufq_append(&t->hold, buf->base, (size_t)nread) != 0) {
+		/* Until the WebSocket is open, the bytes wait here. */
+		t->end_now = END_NO_MEMORY;
+	}
+	proceed(t);
+}
+
+static void on_local_written(struct writer *w, int status)
+{
+	struct tunnel *t = (struct tunnel *)((char *)w - offsetof(struct tunnel, lw));
+	if (t->phase == PHASE_ENDED)
+		return;
+	if (status < 0)
+		local_gone(t, status);
+	else
+		note_progress(t);
+	proceed(t);
+}
+
+static void on_local_shutdown(uv_shutdown_t *req, int status)
+{
+	struct tunnel *t = req->data;
+	if (t->phase == PHASE_ENDED)
+		return;
+	if (status < 0)
+		advance_local_in(t, LIN_GONE);
+	advance_down(t, DOWN_CLOSED);
+	proceed(t);
+}
+
+/* ---- events: time --------------------------------------------------------- */
+
+/* Lingering: the Close goes once the gateway has been silent for --linger
+ * while its data was being read (a paused reader hears nothing by its own
+ * choice), at once on a graceful stop. */
+static bool linger_done(struct tunnel *t)
+{
+	uint64_t now = now_ms(t), linger = t->env->cfg->linger_ms;
+	if (t->stop_now || linger == 0)
+		return true;
+	if (t->upstream_paused)
+		t->linger_since = now;
+	return now - t->linger_since >= linger;
+}
+
+static void drain_timed_out(struct tunnel *t)
+{
+	if (t->up == UP_OPEN && t->local_in != LIN_OPEN) {
+		log_debug("tunnel %" PRIu64 ": the last %zu bytes for Otoroshi did not leave within %d s", t->id,
+			  t->hold.len + upstream_pending(&t->upstream), TUNNEL_DRAIN_TIMEOUT_MS / 1000);
+		t->end_now = END_ENDING_TIMEOUT;
+	} else if (t->down == DOWN_OPEN) {
+		log_debug("tunnel %" PRIu64 ": Otoroshi sent nothing and did not close within %d s of our Close",
+			  t->id, TUNNEL_DRAIN_TIMEOUT_MS / 1000);
+		say(t, END_DRAIN_TIMEOUT);
+		gateway_gone(t, END_DRAIN_TIMEOUT);
+	} else if (t->down == DOWN_CLOSED && t->up == UP_CLOSED) {
+		/* Everything is delivered; the local client kept its side open,
+		 * or the gateway never answered our Close. */
+		t->fin_wait_over = true;
+		advance_gateway(t, GW_GONE);
+	} else {
+		log_debug("tunnel %" PRIu64 ": no progress for %d s while ending (up %s, down %s)", t->id,
+			  TUNNEL_DRAIN_TIMEOUT_MS / 1000, up_names[t->up], down_names[t->down]);
+		t->end_now = END_ENDING_TIMEOUT;
+	}
+}
+
+static void on_timer(uv_timer_t *timer)
+{
+	struct tunnel *t = timer->data;
+	enum timer_use use = t->timer_use;
+	t->timer_use = TIMER_NONE;
+	if (use == TIMER_HANDSHAKE) {
+		struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+		handshake_report_timeout(&who, upstream_stage(&t->upstream), TUNNEL_HANDSHAKE_TIMEOUT_MS / 1000);
+		t->end_now = END_HANDSHAKE_TIMEOUT;
+	} else if (use == TIMER_DRAIN) {
+		drain_timed_out(t);
+	}
+	/* TIMER_LINGER: proceed sends the Close if the silence lasted. */
+	proceed(t);
+}
+
+static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms)
+{
+	t->timer_use = use;
+	uv_timer_start(&t->timer, on_timer, ms, 0);
+}
+
+/* ---- actions -------------------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *handle)
 {
-	struct tunnel *t = handle->data;
-	if (handle == (uv_handle_t *)t->out)
-		writer_finish(&t->lw);
-	free_if_done(t);
+	handle_gone(handle->data);
 }
 
-static void close_all(struct tunnel *t, const char *reason)
+static void close_handle(struct tunnel *t, uv_handle_t *h)
 {
-	if (t->phase == PHASE_CLOSED)
-		return;
-	set_reason(t, reason);
-	set_phase(t, PHASE_CLOSED);
-	t->failed = !is_clean(t->end_reason);
-	uint64_t ms = uv_now(t->owner->loop) - t->started_ms;
+	if (h != NULL && !uv_is_closing(h))
+		uv_close(h, on_handle_closed);
+	(void)t;
+}
+
+/* Ends the tunnel: the summary line, then every handle is closed and the
+ * connection to the gateway told to close. Nothing is freed here. */
+static void end(struct tunnel *t, enum end_reason r)
+{
+	say(t, r);
+	set_phase(t, PHASE_ENDED);
+	uint64_t ms = now_ms(t) - t->started_ms;
 	char extra[48] = "";
 	if (t->http_status != 0)
 		snprintf(extra, sizeof(extra), ", HTTP %d", t->http_status);
@@ -716,22 +598,113 @@ static void close_all(struct tunnel *t, const char *reason)
 		snprintf(extra, sizeof(extra), ", Close %u", t->close_code);
 	log_info("Tunnel from %s closed after %" PRIu64 ".%03u s: %" PRIu64 " bytes sent, %" PRIu64
 		 " bytes received (%s%s)", t->peer, ms / 1000, (unsigned)(ms % 1000), t->bytes_up, t->bytes_down,
-		 t->end_reason, extra);
+		 end_reason_text(t->reason), extra);
 	if (t->discarded > 0)
 		log_debug("tunnel %" PRIu64 ": %" PRIu64 " bytes from %s arrived after the gateway closed and were dropped",
 			  t->id, t->discarded, t->peer);
 	uv_timer_stop(&t->timer);
-	uv_close((uv_handle_t *)&t->timer, on_handle_closed);
-	if (t->in != t->out && !uv_is_closing((uv_handle_t *)t->in))
-		uv_close((uv_handle_t *)t->in, on_handle_closed);
-	if (!uv_is_closing((uv_handle_t *)t->out))
-		uv_close((uv_handle_t *)t->out, on_handle_closed);
-	upstream_close(&t->upstream);
-	free(t->resp);
-	t->resp = NULL;
-	ws_destroy(t->ws);
-	t->ws = NULL;
-	bufq_finish(&t->hold);
+	close_handle(t, (uv_handle_t *)&t->timer);
+	close_handle(t, (uv_handle_t *)t->in);
+	close_handle(t, (uv_handle_t *)t->out);
+	if (!t->upstream_closing) {
+		t->upstream_closing = true;
+		upstream_close(&t->upstream);
+	}
+}
+
+/* Frames what the local client sent before the WebSocket opened. */
+static int release_hold(struct tunnel *t)
+{
+	struct bufq_view views[4];
+	while (t->hold.len > 0) {
+		size_t n = bufq_peek(&t->hold, 0, views, 4);
+		for (size_t i = 0; i < n; i++) {
+			size_t len = views[i].len < WS_MAX_FRAME ? views[i].len : WS_MAX_FRAME;
+			int rc = ws_send_binary(t->ws, views[i].base, len);
+			if (rc == WS_ERR_CLOSED) {
+				t->discarded += t->hold.len;
+				bufq_consume(&t->hold, t->hold.len);
+				return WS_OK;
+			}
+			if (rc != WS_OK)
+				return rc;
+			t->bytes_up += len;
+			t->traffic_at = now_ms(t);
+			bufq_consume(&t->hold, len);
+			if (len < views[i].len)
+				break;
+		}
+	}
+	return WS_OK;
+}
+
+static bool gateway_done(const struct tunnel *t)
+{
+	return t->gateway != GW_OPEN;
+}
+
+/* The local -> gateway direction: frames out, then the Close. */
+static void push_up(struct tunnel *t)
+{
+	if (t->hold.len > 0 && t->up == UP_OPEN) {
+		int rc = release_hold(t);
+		if (rc != WS_OK) {
+			t->end_now = rc == WS_ERR_NOMEM ? END_NO_MEMORY : END_INTERNAL;
+			return;
+		}
+	}
+	if (t->up == UP_OPEN && t->local_in != LIN_OPEN && t->hold.len == 0 && !gateway_done(t) &&
+	    upstream_pending(&t->upstream) == 0) {
+		set_up(t, UP_LINGER);
+		t->linger_since = now_ms(t);
+	}
+	bool linger_over = t->up == UP_LINGER && linger_done(t);
+	if ((t->close_now && t->up < UP_CLOSE_QUEUED) || linger_over) {
+		if (linger_over)
+			log_debug("tunnel %" PRIu64 ": %s: sending Close 1000", t->id,
+				  t->stop_now || t->env->cfg->linger_ms == 0 ? "the local side ended"
+									    : "Otoroshi sent nothing for the linger period");
+		int rc = ws_queue_close(t->ws, 1000);
+		if (rc == WS_ERR_NOMEM) {
+			/* Without its Close the gateway would wait: end now. */
+			t->end_now = END_NO_MEMORY;
+			return;
+		}
+		set_up(t, rc == WS_OK ? UP_CLOSE_QUEUED : UP_CLOSED);
+	}
+	if (t->up <= UP_CLOSE_QUEUED) {
+		int rc = ws_flush(t->ws);
+		if (rc != WS_OK) {
+			t->end_now = rc == WS_ERR_NOMEM ? END_NO_MEMORY : END_INTERNAL;
+			return;
+		}
+	}
+	if (t->up == UP_CLOSE_QUEUED && ws_close_sent(t->ws) && upstream_pending(&t->upstream) == 0) {
+		uint16_t sent = ws_close_code_sent(t->ws);
+		if (sent >= 1002 && sent <= 1011 && t->gateway == GW_OPEN)
+			say(t, END_PROTOCOL_ERROR);
+		set_up(t, UP_CLOSED);
+	}
+}
+
+/* The gateway -> local direction: data out, then the FIN. */
+static void push_down(struct tunnel *t)
+{
+	if (t->down == DOWN_DRAIN && writer_pending(&t->lw) == 0) {
+		set_down(t, DOWN_FIN_SENT);
+		t->shutdown_req.data = t;
+		if (uv_shutdown(&t->shutdown_req, t->out, on_local_shutdown) != 0) {
+			/* The local side is gone already: nothing more to tell it. */
+			advance_local_in(t, LIN_GONE);
+			set_down(t, DOWN_CLOSED);
+		}
+	}
+	int rc = writer_flush(&t->lw);
+	if (rc < 0 && t->down < DOWN_CLOSED)
+		local_gone(t, rc);
+	/* Standard output ends by being closed: a pipe has no FIN. */
+	if (t->stdio != NULL && t->down == DOWN_CLOSED)
+		close_handle(t, (uv_handle_t *)t->out);
 }
 
 /* Starts or stops reading the local client: it may send while the queue
@@ -741,7 +714,7 @@ static void close_all(struct tunnel *t, const char *reason)
 static void steer_local(struct tunnel *t)
 {
 	bool want;
-	if (t->local_eof)
+	if (t->local_in != LIN_OPEN || uv_is_closing((uv_handle_t *)t->in))
 		want = false;
 	else if (t->up != UP_OPEN)
 		want = t->down != DOWN_OPEN;
@@ -779,7 +752,7 @@ static void steer_upstream(struct tunnel *t)
 	bool want;
 	if (t->phase == PHASE_HANDSHAKE)
 		want = true;
-	else if (t->phase != PHASE_OPEN || t->gateway_gone || !ws_want_read(t->ws))
+	else if (t->phase != PHASE_OPEN || gateway_done(t) || !ws_want_read(t->ws))
 		want = false;
 	else if (control_backlog(t) >= TUNNEL_CONTROL_HIGH_WATER)
 		want = false; /* Pongs pile up for a gateway that reads nothing: bounded */
@@ -798,120 +771,135 @@ static void steer_upstream(struct tunnel *t)
 	upstream_read(&t->upstream, want);
 }
 
-/* Frames what the local client sent before the WebSocket opened. */
-static int release_hold(struct tunnel *t)
+/* Once the WebSocket is open, the timer follows the states: the linger
+ * while the gateway may still answer a local end, then the limit on how
+ * long the ending may stall. */
+static void steer_timer(struct tunnel *t)
 {
-	struct bufq_view views[4];
-	while (t->hold.len > 0) {
-		size_t n = bufq_peek(&t->hold, 0, views, 4);
-		for (size_t i = 0; i < n; i++) {
-			size_t len = views[i].len < WS_MAX_FRAME ? views[i].len : WS_MAX_FRAME;
-			int rc = ws_send_binary(t->ws, views[i].base, len);
-			if (rc == WS_ERR_CLOSED) {
-				t->discarded += t->hold.len;
-				bufq_finish(&t->hold);
-				return WS_OK;
-			}
-			if (rc != WS_OK)
-				return rc;
-			t->bytes_up += len;
-			t->traffic_at = now_ms(t);
-			bufq_consume(&t->hold, len);
-			if (len < views[i].len)
-				break;
+	if (t->up == UP_LINGER && t->down == DOWN_OPEN) {
+		if (t->timer_use != TIMER_LINGER) {
+			uint64_t waited = now_ms(t) - t->linger_since, linger = t->env->cfg->linger_ms;
+			arm_timer(t, TIMER_LINGER, waited < linger ? linger - waited : 1);
 		}
-	}
-	return WS_OK;
-}
-
-/* Pushes the local -> gateway direction: frames out, then the Close. */
-static void push_up(struct tunnel *t)
-{
-	if (t->hold.len > 0 && t->up <= UP_EOF && release_hold(t) != WS_OK) {
-		close_all(t, "out of memory");
-		return;
-	}
-	if (t->up == UP_EOF && t->hold.len == 0 && upstream_pending(&t->upstream) == 0) {
-		set_up(t, UP_LINGER);
-		t->linger_since = now_ms(t);
-	}
-	if (t->up == UP_LINGER && linger_done(t)) {
-		log_debug("tunnel %" PRIu64 ": %s: sending Close 1000", t->id,
-			  t->stop_now || t->owner->cfg->linger_ms == 0 ? "the local side ended"
-								       : "Otoroshi sent nothing for the linger period");
-		if (ws_queue_close(t->ws, 1000) == WS_OK)
-			set_up(t, UP_CLOSING);
-		else
-			set_up(t, UP_CLOSED);
-	}
-	if (t->up <= UP_CLOSING && ws_flush(t->ws) != WS_OK) {
-		close_all(t, "out of memory");
-		return;
-	}
-	if (t->up == UP_CLOSING && ws_close_sent(t->ws) && upstream_pending(&t->upstream) == 0) {
-		if (ws_close_code_sent(t->ws) >= 1002 && ws_close_code_sent(t->ws) <= 1011 && !ws_close_received(t->ws))
-			set_reason(t, "protocol error");
-		set_up(t, UP_CLOSED);
+	} else if (t->up != UP_OPEN || t->down != DOWN_OPEN || t->local_in != LIN_OPEN) {
+		if (t->timer_use != TIMER_DRAIN)
+			arm_timer(t, TIMER_DRAIN, TUNNEL_DRAIN_TIMEOUT_MS);
 	}
 }
 
-/* Pushes the gateway -> local direction: data out, then the FIN. */
-static void push_down(struct tunnel *t)
+/* Everything is done: our Close is out, the gateway is done, the local
+ * side has its FIN and has finished (or was given up on). */
+static bool all_done(const struct tunnel *t)
 {
-	int rc;
-	if (t->down == DOWN_ENDING && writer_pending(&t->lw) == 0) {
-		set_down(t, DOWN_SHUT);
-		t->shutdown_req.data = t;
-		if (uv_shutdown(&t->shutdown_req, t->out, on_local_shutdown) != 0) {
-			/* The local side is gone already: nothing more to tell it. */
-			t->local_eof = true;
-			set_down(t, DOWN_CLOSED);
-		}
-	}
-	if ((rc = writer_flush(&t->lw)) < 0 && t->down < DOWN_CLOSED)
-		local_gone(t, rc);
+	return t->up == UP_CLOSED && t->down == DOWN_CLOSED && gateway_done(t) &&
+	       (t->local_in != LIN_OPEN || t->fin_wait_over);
 }
 
 static void proceed(struct tunnel *t)
 {
-	/* Pushing one direction can end the other (a failed local write
-	 * queues a Close): push until the states hold still. */
-	for (int pass = 0; pass < 3; pass++) {
-		if (t->phase == PHASE_CLOSED)
+	for (int pass = 0; pass < 4; pass++) {
+		if (t->phase == PHASE_ENDED)
 			return;
+		if (t->end_now != END_NONE) {
+			end(t, t->end_now);
+			return;
+		}
+		enum local_in li = t->local_in;
 		enum up_state up = t->up;
 		enum down_state down = t->down;
+		enum gw_state gw = t->gateway;
 		if (t->phase == PHASE_OPEN) {
 			push_up(t);
-			if (t->phase == PHASE_CLOSED)
-				return;
+			if (t->end_now != END_NONE)
+				continue;
 		}
 		upstream_flush(&t->upstream);
 		push_down(t);
-		if (t->up == up && t->down == down)
+		/* The connection to the gateway is of no more use once our Close
+		 * is out and the gateway is done. */
+		if (t->phase == PHASE_OPEN && t->up == UP_CLOSED && gateway_done(t) && t->down != DOWN_OPEN &&
+		    !t->upstream_closing) {
+			t->upstream_closing = true;
+			upstream_close(&t->upstream);
+		}
+		if (t->phase == PHASE_OPEN && all_done(t)) {
+			end(t, END_DONE);
+			return;
+		}
+		if (t->local_in == li && t->up == up && t->down == down && t->gateway == gw && t->end_now == END_NONE)
 			break;
 	}
-
-	/* The socket to the gateway is of no more use once our Close is out
-	 * and the gateway is done: its Close came, it broke the protocol, or
-	 * its connection is gone. */
-	if (t->phase == PHASE_OPEN && t->up == UP_CLOSED && t->down != DOWN_OPEN && !t->upstream_closing &&
-	    (t->gateway_gone || !ws_want_read(t->ws))) {
-		t->upstream_closing = true;
-		upstream_close(&t->upstream);
-	}
-	if (t->phase == PHASE_OPEN)
-		steer_timer(t);
-	if (t->up == UP_CLOSED && t->down == DOWN_CLOSED && (t->local_eof || t->fin_wait_over) &&
-	    (t->gateway_gone || !ws_want_read(t->ws))) {
-		close_all(t, "done");
+	if (t->phase == PHASE_ENDED)
 		return;
+	if (t->phase == PHASE_OPEN) {
+		/* The answer's parser is used no more: its 30 KiB go now. */
+		handshake_destroy(t->hs);
+		t->hs = NULL;
+		steer_timer(t);
 	}
 	steer_local(t);
 	steer_upstream(t);
 }
 
-/* ---- life cycle ----------------------------------------------------------- */
+/* ---- life cycle ------------------------------------------------------------- */
+
+static void tunnel_free(struct tunnel *t)
+{
+	ws_destroy(t->ws);
+	handshake_destroy(t->hs);
+	bufq_finish(&t->hold);
+	writer_finish(&t->lw);
+	upstream_finish(&t->upstream);
+	free(t->stdio);
+	bool failed = !end_reason_clean(t->reason);
+	t->owner->gone(t->owner, t, failed);
+	free(t);
+}
+
+static struct tunnel *tunnel_new(struct tunnel_env *env, struct tunnel_owner *owner)
+{
+	struct tunnel *t = calloc(1, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	t->env = env;
+	t->owner = owner;
+	t->id = ++env->next_id;
+	t->started_ms = uv_now(env->loop);
+	bufq_init(&t->hold);
+	return t;
+}
+
+/* What both starts share, once the local handles exist: the timer, the
+ * connection stack, the WebSocket, and the first steps. */
+static void begin(struct tunnel *t, int local_handles)
+{
+	const struct tunnel_config *cfg = t->env->cfg;
+	writer_init(&t->lw, t->out, on_local_written);
+	uv_timer_init(t->env->loop, &t->timer);
+	t->timer.data = t;
+	struct upstream_params p = {
+		.gw_name = cfg->gw_name,
+		.gw_port = cfg->gw_port,
+		.tls = t->env->tls,
+		.proxy = t->env->proxy,
+		.proxy_tls = t->env->proxy_tls,
+		.probe_every = cfg->keepalive > 0 ? (cfg->keepalive + 3) / 4 : 0,
+	};
+	upstream_init(&t->upstream, t->env->loop, &p, &upstream_events, t);
+	t->open_handles = local_handles + 2;
+	t->ws = ws_create(&ws_cbs, t, upstream_stream(&t->upstream));
+	if (t->ws == NULL) {
+		log_error("out of memory for the tunnel of %s", t->peer);
+		t->end_now = END_NO_MEMORY;
+		proceed(t);
+		return;
+	}
+	arm_timer(t, TIMER_HANDSHAKE, TUNNEL_HANDSHAKE_TIMEOUT_MS);
+	upstream_connect(&t->upstream);
+	/* Read the local client at once: what it sends before the upgrade
+	 * completes is held (up to the high-water mark) and sent after. */
+	proceed(t);
+}
 
 static void format_peer(const uv_tcp_t *tcp, char *out, size_t outlen)
 {
@@ -922,56 +910,18 @@ static void format_peer(const uv_tcp_t *tcp, char *out, size_t outlen)
 		url_format_sockaddr((const struct sockaddr *)&ss, out, outlen);
 }
 
-static void free_unlinked(uv_handle_t *handle)
+static void free_unstarted(uv_handle_t *handle)
 {
 	free(handle->data);
 }
 
-/* What tunnel_start and tunnel_start_stdio share, once the local handles
- * exist: the timer, the upstream, the WebSocket, and the first steps. */
-static int begin(struct tunnel *t, struct listener *l, int local_handles)
+int tunnel_start(struct tunnel_env *env, struct tunnel_owner *owner, uv_stream_t *server, struct tunnel **out)
 {
-	int rc;
-	t->owner = l;
-	t->id = ++l->next_id;
-	t->started_ms = uv_now(l->loop);
-	writer_init(&t->lw, t->out, on_local_written);
-	uv_timer_init(l->loop, &t->timer);
-	t->timer.data = t;
-	upstream_init(&t->upstream, l->loop, &upstream_cbs, t);
-	if (l->cfg->tls)
-		upstream_use_tls(&t->upstream, l->cfg->gw_name);
-	if (l->proxy != NULL)
-		upstream_use_proxy(&t->upstream, l->proxy);
-	if (l->cfg->keepalive > 0)
-		upstream_use_probes(&t->upstream, (l->cfg->keepalive + 3) / 4);
-	t->open_handles = local_handles + 2;
-	listener_tunnel_added(l, t);
-
-	t->ws = ws_create(&ws_cbs, t);
-	if (t->ws == NULL) {
-		log_error("out of memory for the tunnel of %s", t->peer);
-		close_all(t, "out of memory");
-		return 0;
-	}
-	arm_timer(t, TIMER_HANDSHAKE, TUNNEL_HANDSHAKE_TIMEOUT_MS);
-	rc = upstream_connect(&t->upstream, l->cfg->gw_name, l->cfg->gw_port);
-	if (rc < 0) {
-		up_on_connect(t, rc, "resolve", NULL);
-		return 0;
-	}
-	/* Read the local client at once: what it sends before the upgrade
-	 * completes is held (up to the high-water mark) and sent after. */
-	proceed(t);
-	return 0;
-}
-
-int tunnel_start(struct listener *l, uv_stream_t *server)
-{
-	struct tunnel *t = calloc(1, sizeof(*t));
+	*out = NULL;
+	struct tunnel *t = tunnel_new(env, owner);
 	if (t == NULL)
 		return UV_ENOMEM;
-	int rc = uv_tcp_init(l->loop, &t->local);
+	int rc = uv_tcp_init(env->loop, &t->local);
 	if (rc < 0) {
 		free(t);
 		return rc;
@@ -979,89 +929,116 @@ int tunnel_start(struct listener *l, uv_stream_t *server)
 	t->local.data = t;
 	rc = uv_accept(server, (uv_stream_t *)&t->local);
 	if (rc < 0) {
-		/* Nothing is linked yet: close the bare handle and free. */
-		uv_close((uv_handle_t *)&t->local, free_unlinked);
+		/* Nothing started: close the bare handle, free in its callback. */
+		uv_close((uv_handle_t *)&t->local, free_unstarted);
 		return rc;
 	}
 	t->in = t->out = (uv_stream_t *)&t->local;
 	format_peer(&t->local, t->peer, sizeof(t->peer));
 	log_info("New TCP connection from: %s", t->peer);
 	uv_tcp_nodelay(&t->local, 1);
-	return begin(t, l, 1);
+	*out = t;
+	begin(t, 1);
+	return 0;
 }
 
-/* Wraps a standard descriptor in the libuv stream its type calls for. */
-static int open_std(uv_loop_t *loop, int fd, union any_stream *h, void *data)
+/* The kind of libuv stream a standard descriptor needs, or 0 when it has
+ * none (a plain file or a device cannot be watched). */
+static uv_handle_type std_kind(int fd)
+{
+	uv_handle_type k = uv_guess_handle(fd);
+	return k == UV_NAMED_PIPE || k == UV_TCP || k == UV_TTY ? k : UV_UNKNOWN_HANDLE;
+}
+
+/* Wraps a standard descriptor in the libuv stream its kind calls for. */
+static int open_std(uv_loop_t *loop, int fd, uv_handle_type kind, union any_stream *h, void *data)
 {
 	int rc;
-	switch (uv_guess_handle(fd)) {
+	switch (kind) {
 	case UV_NAMED_PIPE:
 		rc = uv_pipe_init(loop, &h->pipe, 0);
-		if (rc == 0 && (rc = uv_pipe_open(&h->pipe, fd)) != 0)
-			uv_close((uv_handle_t *)&h->pipe, NULL);
+		if (rc == 0)
+			rc = uv_pipe_open(&h->pipe, fd);
 		break;
 	case UV_TCP:
 		rc = uv_tcp_init(loop, &h->tcp);
-		if (rc == 0 && (rc = uv_tcp_open(&h->tcp, fd)) != 0)
-			uv_close((uv_handle_t *)&h->tcp, NULL);
-		break;
-	case UV_TTY:
-		rc = uv_tty_init(loop, &h->tty, fd, 0);
+		if (rc == 0)
+			rc = uv_tcp_open(&h->tcp, fd);
 		break;
 	default:
-		return UV_EINVAL;
+		rc = uv_tty_init(loop, &h->tty, fd, 0);
+		break;
 	}
-	if (rc == 0)
-		h->tcp.data = data;
+	h->tcp.data = data;
 	return rc;
 }
 
-int tunnel_start_stdio(struct listener *l)
+int tunnel_start_stdio(struct tunnel_env *env, struct tunnel_owner *owner, struct tunnel **out)
 {
-	struct tunnel *t = calloc(1, sizeof(*t));
+	*out = NULL;
+	/* Both kinds are checked before anything is opened: a failure then
+	 * leaves nothing to close. */
+	uv_handle_type kin = std_kind(0), kout = std_kind(1);
+	if (kin == UV_UNKNOWN_HANDLE || kout == UV_UNKNOWN_HANDLE)
+		return UV_EINVAL;
+	struct tunnel *t = tunnel_new(env, owner);
 	struct stdio_pair *p = calloc(1, sizeof(*p));
 	if (t == NULL || p == NULL) {
 		free(t);
 		free(p);
 		return UV_ENOMEM;
 	}
-	int rc = open_std(l->loop, 0, &p->in, t);
-	if (rc == 0 && (rc = open_std(l->loop, 1, &p->out, t)) != 0)
-		uv_close((uv_handle_t *)&p->in, NULL);
-	if (rc != 0) {
-		/* Whatever was opened closes in this loop pass, before the
-		 * caller returns from the loop. */
-		free(t);
-		free(p);
-		return rc;
-	}
 	t->stdio = p;
 	t->in = (uv_stream_t *)&p->in;
 	t->out = (uv_stream_t *)&p->out;
 	snprintf(t->peer, sizeof(t->peer), "stdio");
+	*out = t;
+	int rc = open_std(env->loop, 0, kin, &p->in, t);
+	if (rc == 0)
+		rc = open_std(env->loop, 1, kout, &p->out, t);
+	if (rc != 0) {
+		/* Whatever was initialised closes through the one free path. */
+		log_error("--stdio cannot use standard input and output: %s", uv_strerror(rc));
+		t->phase = PHASE_ENDED;
+		t->reason = END_INTERNAL;
+		uv_handle_t *hs[] = {(uv_handle_t *)t->in, (uv_handle_t *)t->out};
+		for (int i = 0; i < 2; i++) {
+			if (hs[i]->loop != NULL && hs[i]->type != UV_UNKNOWN_HANDLE) {
+				t->open_handles++;
+				uv_close(hs[i], on_handle_closed);
+			}
+		}
+		if (t->open_handles == 0) {
+			/* Nothing to close: nothing started, and no one told. */
+			free(p);
+			free(t);
+			*out = NULL;
+			return rc;
+		}
+		return 0;
+	}
 	log_debug("tunnel over standard input and output");
-	return begin(t, l, 2);
+	begin(t, 2);
+	return 0;
 }
 
 void tunnel_shutdown(struct tunnel *t)
 {
-	if (t->phase == PHASE_CLOSED)
+	if (t->phase == PHASE_ENDED)
 		return;
+	say(t, END_STOPPED);
 	if (t->phase != PHASE_OPEN) {
-		close_all(t, "stopped");
-		return;
+		t->end_now = END_STOPPED;
+	} else {
+		t->stop_now = true;
+		advance_local_in(t, LIN_EOF); /* read no more from the local client */
 	}
-	set_reason(t, "stopped");
-	t->stop_now = true;
-	if (t->up == UP_OPEN)
-		set_up(t, UP_EOF);
-	t->local_eof = true; /* read no more from the local client */
 	proceed(t);
 }
 
 void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
 {
-	if (t->phase != PHASE_OPEN || t->down != DOWN_OPEN)
+	if (t->phase != PHASE_OPEN || t->down != DOWN_OPEN || gateway_done(t))
 		return;
 	/* A tunnel that stopped reading for backpressure hears nothing by its
 	 * own choice: that is not the gateway's silence. */
@@ -1076,10 +1053,7 @@ void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
 		log_warn("Otoroshi stopped answering for %s: nothing received for %" PRIu64 " s, not even a Pong, and "
 			 "nothing sent to it moved (--keepalive %" PRIu64 ")", t->peer,
 			 liveness_quiet(&t->live, now) / 1000, interval / 1000);
-		set_reason(t, "gateway stopped answering");
-		t->gateway_gone = true;
-		set_up(t, UP_CLOSED);
-		set_down(t, DOWN_ENDING);
+		gateway_gone(t, END_GATEWAY_SILENT);
 		proceed(t);
 		return;
 	case LIVENESS_PING: {
@@ -1102,5 +1076,8 @@ void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
 
 void tunnel_abort(struct tunnel *t)
 {
-	close_all(t, t->end_reason ? t->end_reason : "stopped");
+	if (t->phase == PHASE_ENDED)
+		return;
+	t->end_now = t->reason != END_NONE ? t->reason : END_STOPPED;
+	proceed(t);
 }

@@ -1,18 +1,61 @@
-/* tunnel: one accepted local connection paired with one WebSocket to the
- * gateway (PROTOCOL.md section 1). It owns the states of both directions,
- * the queues between them and their watermarks, and ends alone: nothing it
- * does can stop the listener or another tunnel.
+/* tunnel: one local connection (or, with --stdio, standard input and
+ * output) paired with one WebSocket to the gateway (PROTOCOL.md section 1).
+ * It owns the states of both directions, the queues between them and their
+ * watermarks, and ends alone: nothing it does can stop its owner or another
+ * tunnel.
  *
- * Ownership: tunnel_start allocates the tunnel and links it into the
- * listener; the tunnel frees itself once its handles are closed and then
- * calls listener_tunnel_gone. */
+ * The ownership rule: ending a tunnel only stops things (its states go to
+ * their ends, uv_close is called on each of its handles, its connection to
+ * the gateway is told to close). Its memory (the tunnel itself, the ws
+ * context, the handshake's parser, the held bytes, the queues, the
+ * connection stack and the stdio handles) is freed in one function,
+ * tunnel_free, which runs once the last close callback has run; it then
+ * tells the owner, whose `gone` is the last use of the tunnel. Nothing is
+ * freed inside a callback of libuv, wslay or mbedTLS while that library
+ * still runs: a tunnel ended from inside wslay's receive keeps its ws
+ * context until the loop has closed its handles. While it lives, a tunnel
+ * lets go only of what nothing but itself uses (the handshake's parser once
+ * the WebSocket is open).
+ *
+ * Ownership of the rest: the environment and the owner outlive every
+ * tunnel started with them. */
 #ifndef OTOROSHICTL_TUNNEL_H
 #define OTOROSHICTL_TUNNEL_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
 #include <uv.h>
 
-struct listener;
+#include "config.h"
+#include "proxy.h"
+#include "tls.h"
+
 struct tunnel;
+
+/* What every tunnel of a run shares. */
+struct tunnel_env {
+	uv_loop_t *loop;
+	const struct tunnel_config *cfg;
+	const struct proxy *proxy;    /* NULL: straight to the gateway */
+	struct tls_setup *tls;        /* NULL: ws:// */
+	struct tls_setup *proxy_tls;  /* an https:// proxy's, or NULL */
+	uint64_t next_id;
+};
+
+/* Who keeps the tunnels; `gone` comes once per tunnel, from tunnel_free,
+ * with `failed` telling whether an error ended it. */
+struct tunnel_owner {
+	void (*gone)(struct tunnel_owner *owner, struct tunnel *t, bool failed);
+};
+
+/* The owner's list links through a node inside each tunnel. */
+struct tunnel_node {
+	TAILQ_ENTRY(tunnel_node) entry;
+};
+TAILQ_HEAD(tunnel_list, tunnel_node);
+struct tunnel_node *tunnel_node(struct tunnel *t);
+struct tunnel *tunnel_of(struct tunnel_node *n);
 
 /* Above this many bytes queued towards one side, the other side stops
  * reading; below the low mark it reads again. */
@@ -33,21 +76,24 @@ struct tunnel;
  * idle timeout. */
 #define TUNNEL_IDLE_SILENCE_MS 3000
 
-/* Accepts one connection from server and starts its tunnel. Returns 0, or a
- * negative uv error when nothing could be accepted. */
-int tunnel_start(struct listener *l, uv_stream_t *server);
+/* Accepts one connection from server and starts its tunnel. Returns 0 with
+ * *out set, or a negative uv error when nothing was accepted (the caller
+ * must still take the connection off the queue: libuv watches the server
+ * again only once one is accepted). */
+int tunnel_start(struct tunnel_env *env, struct tunnel_owner *owner, uv_stream_t *server, struct tunnel **out);
 /* Starts the one tunnel of --stdio, over standard input and output (pipes,
- * sockets or a terminal). Returns 0, or a negative uv error (UV_EINVAL when
- * a descriptor is a plain file, which cannot be watched). */
-int tunnel_start_stdio(struct listener *l);
+ * sockets or a terminal). Returns 0 with *out set, or a negative uv error
+ * (UV_EINVAL when a descriptor is a plain file, which cannot be watched);
+ * a tunnel is started either way when *out is set. */
+int tunnel_start_stdio(struct tunnel_env *env, struct tunnel_owner *owner, struct tunnel **out);
 /* Ends the tunnel gracefully: what is queued is sent, then Close 1000 at
  * once (no linger), then the gateway's answering Close is awaited. */
 void tunnel_shutdown(struct tunnel *t);
 /* Closes everything at once. */
 void tunnel_abort(struct tunnel *t);
-/* The keepalive check, run for every tunnel by the listener's one timer
- * (see liveness.h): a tunnel whose gateway gave no sign of life for
- * `interval` ms sends a Ping; one with none for twice that ends. */
+/* The keepalive check, run for every tunnel by the owner's one timer (see
+ * liveness.h): a tunnel whose gateway gave no sign of life for `interval`
+ * ms sends a Ping; one with none for twice that ends. */
 void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval);
 
 #endif

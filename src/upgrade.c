@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include <mbedtls/base64.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/sha1.h>
 #include <mbedtls/version.h>
 
@@ -80,7 +81,7 @@ static int basic_credential(char *out, size_t outlen, const char *id, const char
 	size_t olen = 0;
 	int rc = mbedtls_base64_encode((unsigned char *)out, outlen, &olen, plain, plain_len);
 	/* The plain credential is a secret: do not leave it in freed memory. */
-	memset(plain, 0, plain_len);
+	mbedtls_platform_zeroize(plain, plain_len);
 	free(plain);
 	return rc == 0 ? (int)olen : UPGRADE_ERR_CRYPTO;
 }
@@ -90,6 +91,7 @@ int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *
 	size_t tlen = url_build_target(NULL, 0, cfg, false);
 	char *target = malloc(tlen + 1);
 	char *auth = NULL;
+	size_t auth_size = 0;
 	int ret = UPGRADE_ERR_CRYPTO;
 	if (target == NULL)
 		goto out;
@@ -97,7 +99,8 @@ int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *
 
 	if (cfg->access == ACCESS_APIKEY && cfg->apikey_client_id && cfg->apikey_client_secret) {
 		size_t alen = 4 * ((strlen(cfg->apikey_client_id) + strlen(cfg->apikey_client_secret) + 3) / 3) + 16;
-		auth = malloc(alen + 32);
+		auth_size = alen + 32;
+		auth = calloc(1, auth_size);
 		if (auth == NULL)
 			goto out;
 		memcpy(auth, "Basic ", 6);
@@ -105,7 +108,8 @@ int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *
 			goto out;
 	} else if (cfg->access == ACCESS_BEARER && cfg->bearer_token) {
 		size_t alen = strlen(cfg->bearer_token) + 8;
-		auth = malloc(alen);
+		auth_size = alen;
+		auth = calloc(1, auth_size);
 		if (auth == NULL)
 			goto out;
 		snprintf(auth, alen, "Bearer %s", cfg->bearer_token);
@@ -126,7 +130,7 @@ int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *
 out:
 	free(target);
 	if (auth != NULL) {
-		memset(auth, 0, strlen(auth));
+		mbedtls_platform_zeroize(auth, auth_size);
 		free(auth);
 	}
 	return ret;

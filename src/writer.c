@@ -27,6 +27,13 @@ int writer_push(struct writer *w, const void *data, size_t len)
 	return bufq_append(&w->q, data, len) == 0 ? 0 : UV_ENOMEM;
 }
 
+int writer_push_secret(struct writer *w, const void *data, size_t len)
+{
+	if (len == 0)
+		return 0;
+	return bufq_append_secret(&w->q, data, len) == 0 ? 0 : UV_ENOMEM;
+}
+
 int writer_push_masked(struct writer *w, const void *data, size_t len, const uint8_t key[4])
 {
 	if (len == 0)

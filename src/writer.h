@@ -32,6 +32,8 @@ void writer_init(struct writer *w, uv_stream_t *stream, writer_done_cb done);
 void writer_finish(struct writer *w);
 /* Copies len bytes to the end of the queue. Returns 0 or UV_ENOMEM. */
 int writer_push(struct writer *w, const void *data, size_t len);
+/* The same for bytes that carry a credential: wiped once written. */
+int writer_push_secret(struct writer *w, const void *data, size_t len);
 /* The same, masking the bytes with a WebSocket key on the way. */
 int writer_push_masked(struct writer *w, const void *data, size_t len, const uint8_t key[4]);
 /* Starts a write of everything queued when none is in flight. Returns 0 or

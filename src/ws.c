@@ -1,6 +1,7 @@
 /* ws: client WebSocket over wslay's event API; see ws.h. */
 #include "ws.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ struct ws {
 	wslay_event_context_ptr ctx;
 	struct ws_callbacks cb;
 	void *user;
+	struct stream *out;
+	int write_error; /* the stream's refusal, for ws_flush */
 
 	/* The bytes ws_feed is handing to wslay. */
 	const uint8_t *in;
@@ -43,7 +46,6 @@ struct ws {
 	uint8_t frame_opcode;
 	uint8_t msg_opcode;
 	bool closed_seen;
-	bool send_blocked;
 	struct track track;
 	uint16_t close_queued;
 	uint64_t control_out; /* bytes of control frames handed to send, ever */
@@ -256,20 +258,21 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 	return (ssize_t)n;
 }
 
+/* The stream takes everything or fails: never "would block". */
 static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *user)
 {
 	(void)flags;
 	struct ws *ws = user;
-	size_t n = ws->cb.send(ws->user, data, len);
-	if (n == 0) {
-		ws->send_blocked = true;
-		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+	int rc = ws->out->ops->write(ws->out, data, len, false);
+	if (rc != 0) {
+		ws->write_error = rc;
+		wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
 		return -1;
 	}
 	/* Data frames bypass wslay (ws_send_binary): what it sends is control
 	 * frames, Pongs and Pings and the Close. */
-	ws->control_out += n;
-	return (ssize_t)n;
+	ws->control_out += len;
+	return (ssize_t)len;
 }
 
 static int on_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *user)
@@ -312,7 +315,7 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 	ws->cb.on_close(ws->user, arg->status_code, reason, reason_len);
 }
 
-struct ws *ws_create(const struct ws_callbacks *cb, void *user)
+struct ws *ws_create(const struct ws_callbacks *cb, void *user, struct stream *out)
 {
 	static const struct wslay_event_callbacks callbacks = {
 		.recv_callback = on_recv,
@@ -336,6 +339,7 @@ struct ws *ws_create(const struct ws_callbacks *cb, void *user)
 	wslay_event_config_set_max_recv_msg_length(ws->ctx, (uint64_t)1 << 31);
 	ws->cb = *cb;
 	ws->user = user;
+	ws->out = out;
 	return ws;
 }
 
@@ -355,9 +359,14 @@ int ws_feed(struct ws *ws, const uint8_t *data, size_t len)
 	int rc = wslay_event_recv(ws->ctx);
 	ws->in = NULL;
 	ws->in_len = 0;
+	/* wslay says WSLAY_ERR_CALLBACK_FAILURE both when its frame decoder
+	 * finds a broken frame, having queued a Close and stopped reading,
+	 * and when a callback failed. Ours do not fail here (the receive
+	 * callback says "would block" once the input is used up), so only the
+	 * first is the gateway's fault; anything else is ours or wslay's. */
 	if (rc == WSLAY_ERR_NOMEM)
 		return WS_ERR_NOMEM;
-	if (rc == WSLAY_ERR_CALLBACK_FAILURE)
+	if (rc == WSLAY_ERR_CALLBACK_FAILURE && !wslay_event_get_read_enabled(ws->ctx))
 		return WS_ERR_PROTOCOL;
 	if (rc != 0)
 		return WS_ERR_INTERNAL;
@@ -368,19 +377,6 @@ int ws_feed(struct ws *ws, const uint8_t *data, size_t len)
 	if (!wslay_event_get_read_enabled(ws->ctx) && (!ws->closed_seen || ws->track.why[0] != '\0'))
 		return WS_ERR_PROTOCOL;
 	return WS_OK;
-}
-
-int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len)
-{
-	if (len == 0)
-		return WS_OK;
-	if (len > WS_MAX_FRAME)
-		return WS_ERR_INTERNAL;
-	struct wslay_event_msg msg = {WSLAY_BINARY_FRAME, data, len};
-	int rc = wslay_event_queue_msg(ws->ctx, &msg);
-	if (rc == WSLAY_ERR_NOMEM)
-		return WS_ERR_NOMEM;
-	return rc == 0 ? WS_OK : WS_ERR_CLOSED;
 }
 
 int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len)
@@ -410,10 +406,11 @@ int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len)
 		return WS_ERR_INTERNAL;
 	memcpy(head + n, key, 4);
 	n += 4;
-	if (ws->cb.send(ws->user, head, n) != n)
-		return WS_ERR_NOMEM;
-	if (ws->cb.send_masked(ws->user, data, len, key) != 0)
-		return WS_ERR_NOMEM;
+	int rc = ws->out->ops->write(ws->out, head, n, false);
+	if (rc == 0)
+		rc = ws->out->ops->write_masked(ws->out, data, len, key);
+	if (rc != 0)
+		return rc == -ENOMEM ? WS_ERR_NOMEM : WS_ERR_INTERNAL;
 	return WS_OK;
 }
 
@@ -442,17 +439,11 @@ int ws_flush(struct ws *ws)
 {
 	int rc;
 	do {
-		ws->send_blocked = false;
 		rc = wslay_event_send(ws->ctx);
-	} while (rc == 0 && !ws->send_blocked && wslay_event_want_write(ws->ctx));
-	if (rc == WSLAY_ERR_NOMEM)
+	} while (rc == 0 && wslay_event_want_write(ws->ctx));
+	if (rc == WSLAY_ERR_NOMEM || (rc == WSLAY_ERR_CALLBACK_FAILURE && ws->write_error == -ENOMEM))
 		return WS_ERR_NOMEM;
 	return rc == 0 ? WS_OK : WS_ERR_INTERNAL;
-}
-
-size_t ws_queued_bytes(const struct ws *ws)
-{
-	return wslay_event_get_queued_msg_length(ws->ctx);
 }
 
 size_t ws_queued_count(const struct ws *ws)

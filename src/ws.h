@@ -1,14 +1,15 @@
 /* ws: the client side of a WebSocket connection (RFC 6455) on top of wslay's
  * event API, with no I/O of its own: bytes from the gateway are fed in with
- * ws_feed, and the frames to send come out through the send callback.
+ * ws_feed, and the frames to send are written into a stream (stream.h), the
+ * top of the connection to the gateway, which takes them whole or fails.
  *
  * Incoming data frames are streamed, not gathered into messages: the
  * payload of binary frames (and of their continuations) reaches on_data as
  * it arrives, so that memory does not grow with the announced sizes. Text
  * frames carry nothing and are dropped. Pings are answered by wslay.
  *
- * Ownership: ws_create allocates, ws_destroy frees (NULL is fine). The
- * callbacks must not call ws_destroy. */
+ * Ownership: ws_create allocates, ws_destroy frees (NULL is fine); never
+ * from inside a callback. The stream outlives the ws. */
 #ifndef OTOROSHICTL_WS_H
 #define OTOROSHICTL_WS_H
 
@@ -16,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "stream.h"
 
 /* Payload limit of the frames this client sends (PROTOCOL.md section 4). */
 #define WS_MAX_FRAME 65536
@@ -25,7 +28,7 @@ enum ws_error {
 	WS_ERR_NOMEM = -1,
 	WS_ERR_PROTOCOL = -2, /* the gateway broke RFC 6455; a Close was queued */
 	WS_ERR_CLOSED = -3,   /* sending after the Close */
-	WS_ERR_INTERNAL = -4,
+	WS_ERR_INTERNAL = -4, /* the stream refused a write, or wslay failed */
 };
 
 const char *ws_strerror(int err);
@@ -35,42 +38,33 @@ struct ws_callbacks {
 	void (*on_data)(void *user, const uint8_t *data, size_t len);
 	/* The gateway's Close frame; code is 0 when it carried none. */
 	void (*on_close)(void *user, uint16_t code, const uint8_t *reason, size_t reason_len);
-	/* Takes up to len bytes of outgoing frames; returns how many it took,
-	 * or 0 when it cannot take more now (the rest stays queued). */
-	size_t (*send)(void *user, const uint8_t *data, size_t len);
-	/* Takes a whole frame payload to be sent masked with key (used by
-	 * ws_send_binary). Returns 0, or -1 when it cannot be queued. */
-	int (*send_masked)(void *user, const uint8_t *data, size_t len, const uint8_t key[4]);
 };
 
 struct ws;
 
-struct ws *ws_create(const struct ws_callbacks *cb, void *user);
+/* Frames go to out (write and write_masked). */
+struct ws *ws_create(const struct ws_callbacks *cb, void *user, struct stream *out);
 void ws_destroy(struct ws *ws);
 
 /* Feeds bytes read from the gateway; runs the callbacks. Returns WS_OK or
  * a negative ws_error. */
 int ws_feed(struct ws *ws, const uint8_t *data, size_t len);
-/* Queues one binary message of at most WS_MAX_FRAME bytes (copied). */
-int ws_queue_data(struct ws *ws, const uint8_t *data, size_t len);
 /* Sends one binary frame of at most WS_MAX_FRAME bytes at once, without
- * wslay's queue: the header goes through send and the payload through
- * send_masked, which masks it while copying it. Frames stay whole on the
- * wire only if send takes whole frames, as the tunnel's does. Returns
- * WS_OK, WS_ERR_CLOSED once a Close is queued or sent, or WS_ERR_NOMEM. */
+ * wslay's queue: the header goes through the stream's write and the
+ * payload through its write_masked, which masks it while copying it.
+ * Returns WS_OK, WS_ERR_CLOSED once a Close is queued or sent, WS_ERR_NOMEM
+ * or WS_ERR_INTERNAL (the stream refused it). */
 int ws_send_binary(struct ws *ws, const uint8_t *data, size_t len);
 /* Queues a Ping carrying payload (at most 125 bytes). */
 int ws_queue_ping(struct ws *ws, const uint8_t *payload, size_t len);
 /* Queues a Close frame with this status code. */
 int ws_queue_close(struct ws *ws, uint16_t code);
-/* Hands queued frames to the send callback until it stops taking them. */
+/* Writes wslay's queued frames (control frames) into the stream. */
 int ws_flush(struct ws *ws);
 
-/* Bytes of data messages queued and not yet handed to send. */
-size_t ws_queued_bytes(const struct ws *ws);
-/* Messages (data and control) queued and not yet handed to send. */
+/* Messages (control frames) queued and not yet written. */
 size_t ws_queued_count(const struct ws *ws);
-/* Bytes of control frames (Pongs, Pings, the Close) handed to send, ever:
+/* Bytes of control frames (Pongs, Pings, the Close) written, ever:
  * a peer that sends Pings and reads nothing makes them pile up. */
 uint64_t ws_control_bytes(const struct ws *ws);
 bool ws_close_sent(const struct ws *ws);

@@ -345,6 +345,7 @@ struct flow_case {
 struct rig {
 	const struct flow_case *fc; /* the flow tests' parameters */
 	struct tunnel_config cfg;
+	struct tls_setup *setup; /* made from cfg by setup_tls */
 	struct server srv;
 	mbedtls_ssl_context ssl; /* the server's end */
 	bool ssl_ready;
@@ -459,11 +460,29 @@ static int client_send(void *user, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* Makes the rig's gateway setup from cfg; NULL with the reason in err. */
+static struct tls_setup *make_setup(struct rig *r)
+{
+	struct tls_options o;
+	tls_options_gateway(&o, &r->cfg);
+	tls_setup_destroy(r->setup);
+	r->setup = tls_setup_create(&o, r->err, sizeof(r->err));
+	return r->setup;
+}
+
+/* Frees the rig's setup; its connection goes first. */
+static void drop_setup(struct rig *r)
+{
+	tls_conn_destroy(r->client);
+	r->client = NULL;
+	tls_setup_destroy(r->setup);
+	r->setup = NULL;
+}
+
 static void setup_tls(struct rig *r)
 {
-	int rc = tls_setup_init(&r->cfg, r->err, sizeof(r->err));
-	if (rc != 0)
-		fail_msg("tls_setup_init: %s", r->err);
+	if (make_setup(r) == NULL)
+		fail_msg("tls_setup_create: %s", r->err);
 }
 
 static void trust_test_ca(struct rig *r)
@@ -500,7 +519,8 @@ static void connect_to(struct rig *r, const char *name)
 	r->ssl_ready = true;
 	assert_int_equal(mbedtls_ssl_setup(&r->ssl, &r->srv.conf), 0);
 	mbedtls_ssl_set_bio(&r->ssl, r, srv_send, srv_recv, NULL);
-	r->client = tls_conn_create(name, client_send, r);
+	assert_non_null(r->setup);
+	r->client = tls_conn_create(r->setup, name, client_send, r);
 	assert_non_null(r->client);
 }
 
@@ -718,7 +738,7 @@ static int teardown(void **state)
 	struct rig *r = *state;
 	disconnect(r);
 	server_finish(&r->srv);
-	tls_setup_finish();
+	drop_setup(r);
 	free(r);
 	return 0;
 }
@@ -1160,23 +1180,23 @@ static void test_destroy_null(void **state)
 {
 	(void)state;
 	tls_conn_destroy(NULL);
-	tls_setup_finish();
+	tls_setup_destroy(NULL);
 }
 
-/* ---- tls_setup_init errors --------------------------------------------------- */
+/* ---- tls_setup_create errors --------------------------------------------------- */
 
-/* tls_setup_init must fail with one line holding each needle. */
+/* tls_setup_create must fail with one line holding each needle. */
 static void setup_fails(struct rig *r, const char *n1, const char *n2, const char *n3)
 {
 	memset(r->err, 0, sizeof(r->err));
-	assert_int_equal(tls_setup_init(&r->cfg, r->err, sizeof(r->err)), -1);
+	assert_null(make_setup(r));
 	print_message("%s\n", r->err);
 	assert_null(strchr(r->err, '\n'));
 	const char *needles[] = {n1, n2, n3};
 	for (size_t i = 0; i < 3; i++)
 		if (needles[i] != NULL && strstr(r->err, needles[i]) == NULL)
 			fail_msg("'%s' is not in: %s", needles[i], r->err);
-	tls_setup_finish();
+	drop_setup(r);
 }
 
 static void test_setup_ca_missing(void **state)
@@ -1205,7 +1225,7 @@ static void test_setup_ca_env(void **state)
 	assert_int_equal(setenv("SSL_CERT_FILE", missing, 1), 0);
 	setup_fails(r, "SSL_CERT_FILE", missing, NULL);
 	assert_int_equal(setenv("SSL_CERT_FILE", pki("ca.pem"), 1), 0);
-	assert_int_equal(tls_setup_init(&r->cfg, r->err, sizeof(r->err)), 0);
+	assert_non_null(make_setup(r));
 	unsetenv("SSL_CERT_FILE");
 	server_init(r, "localhost", RESUME_NONE, false);
 	connect_to(r, "localhost");

@@ -1,7 +1,7 @@
-/* Unit tests for ws.h: the client WebSocket layer with no network. The
- * send callback records the bytes the layer writes (and can take only a
- * few at a time, or none), the test decodes them as a server would, and
- * server frames are built here and fed in chosen chunk sizes. */
+/* Unit tests for ws.h: the client WebSocket layer with no network. A fake
+ * stream records the bytes the layer writes (or refuses them with a chosen
+ * error), the test decodes them as a server would, and server frames are
+ * built here and fed in chosen chunk sizes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <stdbool.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,18 +46,23 @@ static void bytes_free(struct bytes *b)
 
 /* ---- the fake peer ------------------------------------------------------ */
 
+/* The top of the stream stack as ws sees it: writes are taken whole, or
+ * refused with fail_rc once fail_after writes have been taken. */
 struct peer {
-	struct bytes sent;     /* what ws handed to send */
+	struct stream s;
+	struct bytes sent;     /* what ws wrote, as it would go on the wire */
 	struct bytes received; /* what ws delivered to on_data */
-	size_t max_per_call;   /* 0: take everything offered */
-	bool blocked;          /* take nothing (would block) */
-	size_t block_after;    /* if > 0: block after this many calls */
-	size_t send_calls;
+	int fail_rc;           /* 0, or the error writes fail with */
+	size_t fail_after;     /* writes taken before they start failing */
+	size_t writes;
+	size_t secret_writes;
 	int close_calls;
 	uint16_t close_code;
 	uint8_t close_reason[128];
 	size_t close_reason_len;
 };
+
+#define PEER(st) ((struct peer *)((char *)(st) - offsetof(struct peer, s)))
 
 static void peer_on_data(void *user, const uint8_t *data, size_t len)
 {
@@ -76,28 +82,56 @@ static void peer_on_close(void *user, uint16_t code, const uint8_t *reason, size
 	p->close_reason_len = reason_len;
 }
 
-static size_t peer_send(void *user, const uint8_t *data, size_t len)
+static int peer_refuses(struct peer *p)
 {
-	struct peer *p = user;
-	if (p->blocked)
-		return 0;
-	if (p->block_after > 0 && p->send_calls >= p->block_after) {
-		p->blocked = true;
-		return 0;
-	}
-	p->send_calls++;
-	size_t n = len;
-	if (p->max_per_call > 0 && n > p->max_per_call)
-		n = p->max_per_call;
-	bytes_add(&p->sent, data, n);
-	return n;
+	if (p->fail_rc != 0 && p->writes >= p->fail_after)
+		return p->fail_rc;
+	p->writes++;
+	return 0;
 }
+
+static int peer_write(struct stream *st, const uint8_t *data, size_t len, bool secret)
+{
+	struct peer *p = PEER(st);
+	int rc = peer_refuses(p);
+	if (rc != 0)
+		return rc;
+	p->secret_writes += secret;
+	bytes_add(&p->sent, data, len);
+	return 0;
+}
+
+static int peer_write_masked(struct stream *st, const uint8_t *data, size_t len, const uint8_t key[4])
+{
+	struct peer *p = PEER(st);
+	int rc = peer_refuses(p);
+	if (rc != 0)
+		return rc;
+	for (size_t i = 0; i < len; i++) {
+		uint8_t c = data[i] ^ key[i % 4];
+		bytes_add(&p->sent, &c, 1);
+	}
+	return 0;
+}
+
+/* ws uses nothing else of the stream: the other operations stay NULL, so
+ * that a call to one of them crashes the test. */
+static const struct stream_ops peer_ops = {
+	.write = peer_write,
+	.write_masked = peer_write_masked,
+};
 
 static const struct ws_callbacks peer_callbacks = {
 	.on_data = peer_on_data,
 	.on_close = peer_on_close,
-	.send = peer_send,
 };
+
+/* A fresh ws writing into p. */
+static struct ws *peer_ws(struct peer *p)
+{
+	p->s.ops = &peer_ops;
+	return ws_create(&peer_callbacks, p, &p->s);
+}
 
 /* Everything a test allocates hangs off the fixture, so that teardown
  * frees it even when a failed assertion leaves the test early: valgrind
@@ -115,7 +149,7 @@ static int setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 	if (f == NULL)
 		return -1;
-	f->ws = ws_create(&peer_callbacks, &f->peer);
+	f->ws = peer_ws(&f->peer);
 	if (f->ws == NULL) {
 		free(f);
 		return -1;
@@ -145,7 +179,7 @@ static void fixture_reset(struct fixture *f)
 	bytes_free(&f->peer.received);
 	memset(&f->peer, 0, sizeof(f->peer));
 	f->in.len = 0;
-	f->ws = ws_create(&peer_callbacks, &f->peer);
+	f->ws = peer_ws(&f->peer);
 	assert_non_null(f->ws);
 }
 
@@ -366,12 +400,9 @@ static void test_data_frame_lengths(void **state)
 		size_t len = sizes[i];
 		fill_pattern(data, len, (uint32_t)i);
 		f->peer.sent.len = 0;
-		assert_int_equal(ws_queue_data(f->ws, data, len), WS_OK);
-		assert_int_equal(ws_queued_count(f->ws), 1);
-		assert_int_equal(ws_queued_bytes(f->ws), len);
-		assert_int_equal(ws_flush(f->ws), WS_OK);
+		assert_int_equal(ws_send_binary(f->ws, data, len), WS_OK);
+		/* Data frames go straight to the stream: wslay queues nothing. */
 		assert_int_equal(ws_queued_count(f->ws), 0);
-		assert_int_equal(ws_queued_bytes(f->ws), 0);
 
 		struct frame fr[2];
 		assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 2), 1);
@@ -384,6 +415,9 @@ static void test_data_frame_lengths(void **state)
 			assert_memory_not_equal(fr[0].wire, data, len);
 		free_frames(fr, 1);
 	}
+	/* Nothing ws writes carries a credential. */
+	assert_int_equal(f->peer.secret_writes, 0);
+	assert_int_equal(ws_control_bytes(f->ws), 0);
 }
 
 /* Masks are fresh per frame (RFC 6455 section 5.3). */
@@ -391,8 +425,7 @@ static void test_masks_differ(void **state)
 {
 	struct fixture *f = *state;
 	for (int i = 0; i < 8; i++)
-		assert_int_equal(ws_queue_data(f->ws, (const uint8_t *)"same", 4), WS_OK);
-	assert_int_equal(ws_flush(f->ws), WS_OK);
+		assert_int_equal(ws_send_binary(f->ws, (const uint8_t *)"same", 4), WS_OK);
 	struct frame fr[8];
 	assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 8), 8);
 	size_t distinct = 0;
@@ -414,127 +447,85 @@ static void test_data_limits(void **state)
 	uint8_t *data = fixture_alloc(f, WS_MAX_FRAME + 1);
 	/* Nothing to send: no frame (the reference client never sends an
 	 * empty one). */
-	assert_int_equal(ws_queue_data(f->ws, data, 0), WS_OK);
-	assert_int_equal(ws_queued_count(f->ws), 0);
-	/* Over the limit: refused, nothing queued. */
-	assert_true(ws_queue_data(f->ws, data, WS_MAX_FRAME + 1) < 0);
-	assert_int_equal(ws_queued_count(f->ws), 0);
-	assert_int_equal(ws_queued_bytes(f->ws), 0);
+	assert_int_equal(ws_send_binary(f->ws, data, 0), WS_OK);
+	/* Over the limit: refused, nothing written. */
+	assert_true(ws_send_binary(f->ws, data, WS_MAX_FRAME + 1) < 0);
 	assert_int_equal(ws_flush(f->ws), WS_OK);
 	assert_int_equal(f->peer.sent.len, 0);
+	assert_int_equal(f->peer.writes, 0);
 }
 
-/* Several messages, sent through writers that take a few bytes per call
- * (and, in odd modes, also refuse after every 5 calls), decode to the same
- * frames in the same order after as many flushes as it takes. */
-static void test_slow_sender(void **state)
+/* Data frames and the control frames wslay queues (a Pong here) reach the
+ * stream in the order they were sent or flushed, each whole: the stream
+ * takes a frame or refuses it, so none is ever cut by another. */
+static void test_frames_in_call_order(void **state)
 {
 	struct fixture *f = *state;
-	static const size_t sizes[] = {10, 300, 5000, 70, 65536, 1};
-	const size_t count = sizeof(sizes) / sizeof(sizes[0]);
-	uint8_t *msgs[6];
-	size_t total = 0;
-	for (size_t i = 0; i < count; i++) {
-		msgs[i] = fixture_alloc(f, sizes[i]);
-		fill_pattern(msgs[i], sizes[i], (uint32_t)(i + 100));
-		total += sizes[i];
-	}
-	static const size_t per_call[] = {1, 3, 7, 4096, 4097};
-	for (size_t mode = 0; mode < sizeof(per_call) / sizeof(per_call[0]) * 2; mode++) {
-		fixture_reset(f);
-		f->peer.max_per_call = per_call[mode / 2];
-		bool blocking = mode % 2 == 1;
-		for (size_t i = 0; i < count; i++)
-			assert_int_equal(ws_queue_data(f->ws, msgs[i], sizes[i]), WS_OK);
-		assert_int_equal(ws_queued_count(f->ws), count);
-		assert_int_equal(ws_queued_bytes(f->ws), total);
-		size_t rounds = 0;
-		while (ws_queued_count(f->ws) > 0) {
-			assert_true(++rounds < 2000000);
-			if (blocking) {
-				f->peer.blocked = false;
-				f->peer.send_calls = 0;
-				f->peer.block_after = 5;
-			}
-			size_t before = f->peer.sent.len;
-			assert_int_equal(ws_flush(f->ws), WS_OK);
-			/* A flush that could write made progress. */
-			assert_true(f->peer.sent.len > before);
-		}
-		assert_int_equal(ws_queued_bytes(f->ws), 0);
-		struct frame fr[6];
-		assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 6), count);
-		for (size_t i = 0; i < count; i++) {
-			check_client_frame(&fr[i], 0x2);
-			assert_int_equal(fr[i].len, sizes[i]);
-			assert_memory_equal(fr[i].payload, msgs[i], sizes[i]);
-		}
-		free_frames(fr, count);
-	}
-}
-
-/* ws.h: ws_flush "hands queued frames to the send callback until it
- * stops taking them". A writer that always takes a byte never stops, so
- * one flush must empty the queue. */
-static void test_flush_until_sender_stops(void **state)
-{
-	struct fixture *f = *state;
-	uint8_t data[500];
-	fill_pattern(data, sizeof(data), 77);
-	assert_int_equal(ws_queue_data(f->ws, data, sizeof(data)), WS_OK);
-	assert_int_equal(ws_queue_data(f->ws, data, 20), WS_OK);
-	f->peer.max_per_call = 1;
-	assert_int_equal(ws_flush(f->ws), WS_OK);
-	size_t sent = f->peer.sent.len, left = ws_queued_count(f->ws);
-	if (left != 0)
-		fail_msg("one ws_flush through a writer that takes 1 byte per call sent %zu bytes and left %zu "
-			 "message(s) queued, though the writer never refused",
-			 sent, left);
-	struct frame fr[2];
-	assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 2), 2);
-	assert_memory_equal(fr[0].payload, data, sizeof(data));
-	assert_memory_equal(fr[1].payload, data, 20);
-	free_frames(fr, 2);
-}
-
-/* A writer that takes nothing: the flush succeeds, everything stays
- * queued, and a later flush sends it all. */
-static void test_would_block_then_accept(void **state)
-{
-	struct fixture *f = *state;
-	uint8_t data[3000];
-	fill_pattern(data, sizeof(data), 9);
-	assert_int_equal(ws_queue_data(f->ws, data, sizeof(data)), WS_OK);
-	assert_int_equal(ws_queue_data(f->ws, data, 10), WS_OK);
-	f->peer.blocked = true;
-	for (int i = 0; i < 3; i++) {
-		assert_int_equal(ws_flush(f->ws), WS_OK);
-		assert_int_equal(f->peer.sent.len, 0);
-		assert_int_equal(ws_queued_count(f->ws), 2);
-		assert_int_equal(ws_queued_bytes(f->ws), sizeof(data) + 10);
-	}
-	/* Blocks in the middle of the first frame's payload. */
-	f->peer.blocked = false;
-	f->peer.max_per_call = 100;
-	f->peer.block_after = 3;
-	assert_int_equal(ws_flush(f->ws), WS_OK);
-	assert_true(f->peer.sent.len > 0);
-	assert_true(f->peer.sent.len < sizeof(data));
-	assert_int_equal(ws_queued_count(f->ws), 2);
-
-	f->peer.blocked = false;
-	f->peer.block_after = 0;
-	f->peer.max_per_call = 0;
+	uint8_t *data = fixture_alloc(f, 5000);
+	fill_pattern(data, 5000, 3);
+	assert_int_equal(ws_send_binary(f->ws, data, 5000), WS_OK);
+	add_frame(&f->in, true, 0x9, "p", 1);
+	assert_int_equal(ws_feed(f->ws, f->in.p, f->in.len), WS_OK);
+	/* The Pong waits in wslay's queue until the flush. */
+	assert_int_equal(ws_queued_count(f->ws), 1);
 	assert_int_equal(ws_flush(f->ws), WS_OK);
 	assert_int_equal(ws_queued_count(f->ws), 0);
-	struct frame fr[2];
-	assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 2), 2);
+	assert_int_equal(ws_send_binary(f->ws, data, 70), WS_OK);
+	struct frame fr[4];
+	assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 4), 3);
 	check_client_frame(&fr[0], 0x2);
-	check_client_frame(&fr[1], 0x2);
-	assert_memory_equal(fr[0].payload, data, sizeof(data));
-	assert_int_equal(fr[1].len, 10);
-	assert_memory_equal(fr[1].payload, data, 10);
-	free_frames(fr, 2);
+	assert_memory_equal(fr[0].payload, data, 5000);
+	check_client_frame(&fr[1], 0xA);
+	assert_int_equal(fr[1].len, 1);
+	assert_memory_equal(fr[1].payload, "p", 1);
+	check_client_frame(&fr[2], 0x2);
+	assert_memory_equal(fr[2].payload, data, 70);
+	free_frames(fr, 3);
+	/* The Pong, 2 + 4 + 1 bytes, is the only control frame written. */
+	assert_int_equal(ws_control_bytes(f->ws), 7);
+}
+
+/* A stream that refuses a write: the refusal is ours (WS_ERR_INTERNAL),
+ * never a protocol error of the gateway's, and never "would block"; an
+ * allocation failure is WS_ERR_NOMEM, so that the tunnel ends at once
+ * instead of waiting for a write that will never come. */
+static void test_write_refused(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		int rc;
+		int expected;
+	} cases[] = {
+		{-EPIPE, WS_ERR_INTERNAL},
+		{-ENOTCONN, WS_ERR_INTERNAL},
+		{-ENOMEM, WS_ERR_NOMEM},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		for (size_t after = 0; after < 2; after++) {
+			/* A data frame: the header (after = 0) or the payload
+			 * (after = 1) is refused. */
+			fixture_reset(f);
+			f->peer.fail_rc = cases[i].rc;
+			f->peer.fail_after = after;
+			int rc = ws_send_binary(f->ws, (const uint8_t *)"data", 4);
+			if (rc != cases[i].expected)
+				fail_msg("ws_send_binary through a stream failing with %d after %zu write(s): %d (%s), "
+					 "expected %d (%s)",
+					 cases[i].rc, after, rc, ws_strerror(rc), cases[i].expected,
+					 ws_strerror(cases[i].expected));
+		}
+		/* A control frame: wslay's send callback fails, and ws_flush
+		 * says why. */
+		fixture_reset(f);
+		add_frame(&f->in, true, 0x9, "ping", 4);
+		assert_int_equal(ws_feed(f->ws, f->in.p, f->in.len), WS_OK);
+		f->peer.fail_rc = cases[i].rc;
+		int rc = ws_flush(f->ws);
+		if (rc != cases[i].expected)
+			fail_msg("ws_flush of a Pong through a stream failing with %d: %d (%s), expected %d (%s)",
+				 cases[i].rc, rc, ws_strerror(rc), cases[i].expected, ws_strerror(cases[i].expected));
+		assert_int_equal(f->peer.sent.len, 0);
+	}
 }
 
 /* ---- receiving ----------------------------------------------------------- */
@@ -643,32 +634,6 @@ static void test_ping_in_fragmented_message(void **state)
 	}
 }
 
-/* A ping arriving while a data frame is half written: the pong waits for
- * the end of that frame, and both go out whole. */
-static void test_ping_while_data_queued(void **state)
-{
-	struct fixture *f = *state;
-	uint8_t data[5000];
-	fill_pattern(data, sizeof(data), 3);
-	assert_int_equal(ws_queue_data(f->ws, data, sizeof(data)), WS_OK);
-	f->peer.max_per_call = 1000;
-	f->peer.block_after = 2;
-	assert_int_equal(ws_flush(f->ws), WS_OK);
-	add_frame(&f->in, true, 0x9, "p", 1);
-	assert_int_equal(ws_feed(f->ws, f->in.p, f->in.len), WS_OK);
-	f->peer.blocked = false;
-	f->peer.block_after = 0;
-	while (ws_queued_count(f->ws) > 0)
-		assert_int_equal(ws_flush(f->ws), WS_OK);
-	struct frame fr[3];
-	assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 3), 2);
-	check_client_frame(&fr[0], 0x2);
-	assert_memory_equal(fr[0].payload, data, sizeof(data));
-	check_client_frame(&fr[1], 0xA);
-	assert_memory_equal(fr[1].payload, "p", 1);
-	free_frames(fr, 2);
-}
-
 static void check_close_from_gateway(struct fixture *f, uint16_t code, const char *reason, long chunk)
 {
 	add_frame(&f->in, true, 0x2, "last", 4);
@@ -691,7 +656,7 @@ static void check_close_from_gateway(struct fixture *f, uint16_t code, const cha
 	assert_int_equal(sent_close_code(&f->peer, 0), code);
 	assert_int_equal(ws_close_code_sent(f->ws), code);
 	/* Nothing may be queued after the Close. */
-	assert_int_equal(ws_queue_data(f->ws, (const uint8_t *)"x", 1), WS_ERR_CLOSED);
+	assert_int_equal(ws_send_binary(f->ws, (const uint8_t *)"x", 1), WS_ERR_CLOSED);
 }
 
 static void test_close_1000(void **state)
@@ -764,7 +729,7 @@ static void check_protocol_error(struct fixture *f, const uint8_t *bad, size_t b
 			fail_msg("%s: the Close sent carries %u, expected %u", what, sent, code == 0 ? 1002 : code);
 		if (sent != 0)
 			assert_int_equal(ws_close_code_sent(f->ws), sent);
-		assert_int_equal(ws_queue_data(f->ws, (const uint8_t *)"x", 1), WS_ERR_CLOSED);
+		assert_int_equal(ws_send_binary(f->ws, (const uint8_t *)"x", 1), WS_ERR_CLOSED);
 	}
 }
 
@@ -883,27 +848,29 @@ static void test_error_length_top_bit(void **state)
 
 /* ---- closing from this side ---------------------------------------------- */
 
-/* The tunnel's order: flush the data until nothing is queued, then queue
- * the Close: the Close follows the data on the wire. */
+/* Data, then a Close: the Close follows the data on the wire, and no data
+ * frame may follow the Close, from the moment it is queued. */
 static void test_close_after_data(void **state)
 {
 	struct fixture *f = *state;
 	uint8_t data[2000];
 	fill_pattern(data, sizeof(data), 5);
-	assert_int_equal(ws_queue_data(f->ws, data, sizeof(data)), WS_OK);
-	f->peer.max_per_call = 300;
-	while (ws_queued_count(f->ws) > 0)
-		assert_int_equal(ws_flush(f->ws), WS_OK);
+	assert_int_equal(ws_send_binary(f->ws, data, sizeof(data)), WS_OK);
 	assert_int_equal(ws_queue_close(f->ws, 1000), WS_OK);
 	assert_int_equal(ws_queued_count(f->ws), 1);
 	assert_false(ws_close_sent(f->ws));
-	/* Sending after the Close is refused. */
-	assert_int_equal(ws_queue_data(f->ws, data, 10), WS_ERR_CLOSED);
-	while (ws_queued_count(f->ws) > 0)
-		assert_int_equal(ws_flush(f->ws), WS_OK);
+	assert_int_equal(ws_close_code_sent(f->ws), 1000);
+	/* Sending after the Close is refused, queued or sent, and writes
+	 * nothing. */
+	size_t before = f->peer.sent.len;
+	assert_int_equal(ws_send_binary(f->ws, data, 10), WS_ERR_CLOSED);
+	assert_int_equal(f->peer.sent.len, before);
+	assert_int_equal(ws_flush(f->ws), WS_OK);
+	assert_int_equal(ws_queued_count(f->ws), 0);
 	assert_true(ws_close_sent(f->ws));
 	assert_false(ws_close_received(f->ws));
 	assert_int_equal(ws_close_code_sent(f->ws), 1000);
+	assert_int_equal(ws_send_binary(f->ws, data, 10), WS_ERR_CLOSED);
 
 	struct frame fr[3];
 	assert_int_equal(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 3), 2);
@@ -928,28 +895,6 @@ static void test_close_after_data(void **state)
 	assert_false(ws_want_read(f->ws));
 }
 
-/* A Close queued while data is still queued goes out first: wslay sends
- * control frames ahead of data. ws.h does not say so, but tunnel.c's
- * local_failed relies on it ("the Close jumps the queue"), and the normal
- * end of a tunnel avoids it by queuing its Close only once
- * ws_queued_count is 0 (test_close_after_data). */
-static void test_close_jumps_queued_data(void **state)
-{
-	struct fixture *f = *state;
-	assert_int_equal(ws_queue_data(f->ws, (const uint8_t *)"unsent", 6), WS_OK);
-	assert_int_equal(ws_queue_close(f->ws, 1000), WS_OK);
-	assert_int_equal(ws_queued_count(f->ws), 2);
-	assert_int_equal(ws_flush(f->ws), WS_OK);
-	assert_true(ws_close_sent(f->ws));
-	struct frame fr[2];
-	assert_true(decode_frames(f->peer.sent.p, f->peer.sent.len, fr, 2) >= 1);
-	check_client_frame(&fr[0], 0x8);
-	assert_int_equal(fr[0].payload[0] << 8 | fr[0].payload[1], 1000);
-	free_frames(fr, 1);
-	/* Nothing follows a Close on the wire. */
-	assert_int_equal(f->peer.sent.len, 2 + 4 + 2);
-}
-
 /* ws.h: ws_close_code_sent is "the status code of the Close this side
  * sent or queued, or 0". */
 static void test_close_code_sent_contract(void **state)
@@ -966,17 +911,16 @@ static void test_close_code_sent_contract(void **state)
 			 fresh, queued);
 }
 
-/* Destroying with frames half sent, a message half received and a Close
+/* Destroying with Pongs queued, a message half received and a Close
  * queued frees everything (valgrind checks). */
 static void test_destroy_with_queue(void **state)
 {
 	struct fixture *f = *state;
 	uint8_t data[1000] = {0};
 	for (int i = 0; i < 10; i++)
-		assert_int_equal(ws_queue_data(f->ws, data, sizeof(data)), WS_OK);
-	f->peer.max_per_call = 10;
-	f->peer.block_after = 3;
-	assert_int_equal(ws_flush(f->ws), WS_OK);
+		assert_int_equal(ws_send_binary(f->ws, data, sizeof(data)), WS_OK);
+	add_frame(&f->in, true, 0x9, "p1", 2);
+	add_frame(&f->in, true, 0x9, "p2", 2);
 	add_frame(&f->in, false, 0x2, "partial message", 15);
 	add_frame(&f->in, true, 0x9, "ping", 4);
 	bytes_add(&f->in, (const uint8_t *)"\x82\x7e\x01", 3); /* a frame cut short */
@@ -1009,14 +953,12 @@ int main(void)
 		T(test_data_frame_lengths),
 		T(test_masks_differ),
 		T(test_data_limits),
-		T(test_slow_sender),
-		T(test_flush_until_sender_stops),
-		T(test_would_block_then_accept),
+		T(test_frames_in_call_order),
+		T(test_write_refused),
 		T(test_receive_binary_splits),
 		T(test_text_frames_ignored),
 		T(test_fragmented_binary),
 		T(test_ping_in_fragmented_message),
-		T(test_ping_while_data_queued),
 		T(test_close_1000),
 		T(test_close_1011_with_reason),
 		T(test_close_whole_buffer),
@@ -1031,7 +973,6 @@ int main(void)
 		T(test_error_huge_length),
 		T(test_error_length_top_bit),
 		T(test_close_after_data),
-		T(test_close_jumps_queued_data),
 		T(test_close_code_sent_contract),
 		T(test_destroy_with_queue),
 		T(test_strings),
