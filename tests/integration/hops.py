@@ -6,7 +6,8 @@ key and an authorized key made for the test (Debian `openssh-server`); ssh_args(
 builds an `ssh` command line (Debian `openssh-client`) that reaches it through a
 ProxyCommand. Tinyproxy starts `tinyproxy -d -c CONFIG` (Debian `tinyproxy`) on a
 free loopback port, with its log in the test's directory, optionally demanding Basic
-credentials. StdioRun runs the binary with --stdio, feeds its standard input from a
+credentials; TlsFront puts `socat OPENSSL-LISTEN` (Debian `socat`) in front of it, which
+makes it an https:// proxy. StdioRun runs the binary with --stdio, feeds its standard input from a
 thread and hashes its standard output, with deadlines everywhere.
 
 Each class stops what it started on close() (SIGTERM, then SIGKILL) and waits for
@@ -34,6 +35,7 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH = shutil.which("ssh") or "/usr/bin/ssh"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
+SOCAT = shutil.which("socat") or "/usr/bin/socat"
 PYTHON = "/usr/bin/python3"
 
 
@@ -260,6 +262,49 @@ class Tinyproxy:
         self.close()
 
 
+# --- a TLS front (an https:// proxy out of tinyproxy) -----------------------------------
+
+class TlsFront:
+    """socat on a free loopback port: TLS with `cert` and `key`, each connection relayed
+    in clear to 127.0.0.1:target_port (with `fork`, any number of them). Its log (-d -d)
+    has a line per accepted connection and per failed handshake."""
+
+    count = 0
+
+    def __init__(self, workdir, target_port, cert, key):
+        TlsFront.count += 1
+        self.dir = Path(workdir) / f"tlsfront{TlsFront.count}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "socat.log"
+        self.proc = None
+        for _ in range(5):
+            self.port = free_port()
+            with open(self.log_path, "wb") as err:
+                self.proc = subprocess.Popen(
+                    [SOCAT, "-d", "-d",
+                     f"OPENSSL-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork,cert={cert},key={key},verify=0",
+                     f"TCP:127.0.0.1:{target_port}"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+            ok = wait_until(lambda: self.proc.poll() is not None or "listening on" in self.log(), 15,
+                            message="socat to listen")
+            if ok and self.proc.poll() is None:
+                return
+            _stop(self.proc)
+        raise RuntimeError(f"socat did not start: {self.log()}")
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def accepted(self):
+        return len(re.findall(r"accepting connection from", self.log()))
+
+    def close(self):
+        _stop(self.proc)
+
+
 # --- --stdio runs --------------------------------------------------------------------
 
 class StdioRun:
@@ -375,6 +420,23 @@ def sshd(tmp_path):
     s = Sshd(tmp_path)
     yield s
     s.close()
+
+
+@pytest.fixture
+def tls_front(tmp_path):
+    """tls_front(target_port, cert, key) -> a started TlsFront, stopped on teardown."""
+    if not have(SOCAT):
+        pytest.skip("needs socat")
+    made = []
+
+    def make(target_port, cert, key):
+        f = TlsFront(tmp_path, target_port, cert, key)
+        made.append(f)
+        return f
+
+    yield make
+    for f in reversed(made):
+        f.close()
 
 
 @pytest.fixture

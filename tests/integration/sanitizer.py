@@ -13,6 +13,12 @@ running: so under a sanitized binary close() first asks the process to stop
 (SIGTERM, the tunnel's graceful stop) and waits up to GRACEFUL_TIMEOUT seconds for
 it before killing it. With a plain build close() behaves exactly as before.
 
+Under valgrind (tests/run.sh runs some suites so, with OTOROSHICTL_BIN a wrapper that
+runs the binary under `valgrind --log-file=DIR/vg.PID`, and OTOROSHICTL_VALGRIND_LOGS
+naming DIR), the same holds: close() stops the process gracefully (valgrind reports
+leaks only at exit), and a non-empty log (valgrind is run with --quiet, so it writes
+only reports) fails the test.
+
 install() runs when this module is imported. The test_hostile*.py modules import it, and pytest
 imports every test module before running any test, so a run that collects one of
 them checks every tunnel process of every test of the run (the existing
@@ -24,6 +30,7 @@ import re
 import signal
 import subprocess
 import weakref
+from pathlib import Path
 
 # Anchored at the start of a line: the tunnel's own lines start with "[LEVEL ...]",
 # so text it logs (an Otoroshi error body saying "runtime error:") cannot match.
@@ -36,6 +43,7 @@ REPORT_RE = re.compile(
     re.M,
 )
 GRACEFUL_TIMEOUT = 4.0
+VALGRIND_LOGS = os.environ.get("OTOROSHICTL_VALGRIND_LOGS", "")
 
 _live = weakref.WeakSet()
 _sanitized = {}
@@ -54,6 +62,21 @@ def binary_is_sanitized(path=None):
             pass
         _sanitized[path] = found
     return _sanitized[path]
+
+
+def under_valgrind():
+    return VALGRIND_LOGS != ""
+
+
+def valgrind_report(pid):
+    """What valgrind wrote for the process `pid` (only reports, with --quiet), or None."""
+    if not VALGRIND_LOGS:
+        return None
+    try:
+        text = (Path(VALGRIND_LOGS) / f"vg.{pid}").read_text(errors="replace")
+    except OSError:
+        return None
+    return text[:6000] if text.strip() else None
 
 
 def find_report(text):
@@ -83,7 +106,7 @@ def _graceful(obj):
         return
     try:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(GRACEFUL_TIMEOUT)
+        proc.wait(GRACEFUL_TIMEOUT * (4 if under_valgrind() else 1))
     except (subprocess.TimeoutExpired, OSError):
         pass
 
@@ -98,14 +121,14 @@ def _wrap(cls):
         _live.add(self)
 
     def close(self):
-        if binary_is_sanitized() and self.proc.poll() is None:
+        if (binary_is_sanitized() or under_valgrind()) and self.proc.poll() is None:
             _graceful(self)
         orig_close(self)
         _live.discard(self)
         if getattr(self, "_sanitizer_checked", False):
             return
         self._sanitizer_checked = True
-        report = find_report(_stderr_of(self))
+        report = find_report(_stderr_of(self)) or valgrind_report(self.proc.pid)
         if report is None:
             return
         # Stop everything else this test started before failing it.
@@ -116,7 +139,7 @@ def _wrap(cls):
                 pass
             _live.discard(other)
         raise SanitizerReport(
-            f"sanitizer report from {' '.join(map(str, self.proc.args[:3]))} ... "
+            f"{'valgrind' if under_valgrind() else 'sanitizer'} report from {' '.join(map(str, self.proc.args[:3]))} ... "
             f"(pid {self.proc.pid}, exit {self.proc.returncode}):\n{report}")
 
     cls.__init__ = __init__
@@ -141,7 +164,7 @@ def install():
 
 def check(obj):
     """Raise SanitizerReport if `obj` (TunnelProcess or StdioRun) printed a report so far."""
-    report = find_report(_stderr_of(obj))
+    report = find_report(_stderr_of(obj)) or valgrind_report(obj.proc.pid)
     if report is not None:
         raise SanitizerReport(f"sanitizer report (pid {obj.proc.pid}):\n{report}")
 

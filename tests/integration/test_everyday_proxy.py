@@ -341,10 +341,9 @@ def test_proxy_url_without_scheme(gateway, tunnel, echo, tinyproxy):
 
 
 @pytest.mark.parametrize("args,env,name", [
-    (["--proxy", "https://127.0.0.1:3128"], {}, "--proxy"),
     (["--proxy", "http://127.0.0.1:notaport"], {}, "--proxy"),
     ([], {"HTTP_PROXY": "socks5://127.0.0.1:1080"}, "HTTP_PROXY"),
-], ids=["https-scheme", "bad-port", "env-socks"])
+], ids=["bad-port", "env-socks"])
 def test_unusable_proxy_url_is_a_usage_error(home, args, env, name):
     r = run_cli(["--host", "127.0.0.1:9", *PUBLIC, "--local-port", "0", *args],
                 env_for(home, extra=env), timeout=5)
