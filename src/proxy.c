@@ -53,6 +53,11 @@ int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen
 	out->auth[0] = '\0';
 	out->port = 1080;
 	out->tls = false;
+	/* Nothing of the URL is repeated here: it may hold a password. */
+	if (url_control_at(url) >= 0) {
+		snprintf(err, errlen, "%s: the proxy URL holds a control character (a line break?)", src);
+		return -1;
+	}
 	const char *p = url;
 	const char *scheme_end = strstr(p, "://");
 	if (scheme_end != NULL) {
@@ -112,8 +117,13 @@ int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen
 		}
 		host = p + 1;
 		host_len = (size_t)(close - p - 1);
-		if (close + 1 < p + hlen && close[1] == ':')
+		if (close + 1 < p + hlen && close[1] == ':') {
 			port = close + 2;
+		} else if (close + 1 < p + hlen) {
+			snprintf(err, errlen, "%s: the proxy URL has something other than ':PORT' after its IPv6 "
+				 "address", src);
+			return -1;
+		}
 	} else {
 		const char *colon = memchr(p, ':', hlen);
 		host_len = colon ? (size_t)(colon - p) : hlen;
@@ -122,6 +132,10 @@ int proxy_parse_url(const char *url, struct proxy *out, char *err, size_t errlen
 	}
 	if (host_len == 0 || host_len >= sizeof(out->host)) {
 		snprintf(err, errlen, "%s: the proxy URL names no host (expected http://[user:password@]host:port)", src);
+		return -1;
+	}
+	if (memchr(host, ' ', host_len) != NULL) {
+		snprintf(err, errlen, "%s: the proxy's host name holds a space", src);
 		return -1;
 	}
 	memcpy(out->host, host, host_len);
@@ -226,6 +240,9 @@ int proxy_answer_feed(struct proxy_answer *a, const uint8_t *data, size_t len, s
 	size_t before = a->len;
 	size_t room = PROXY_MAX_HEAD - a->len;
 	size_t take = len < room ? len : room;
+	/* A head is text: a NUL byte would also hide its end from strstr. */
+	if (memchr(data, '\0', take) != NULL)
+		return -1;
 	memcpy(a->head + a->len, data, take);
 	a->len += take;
 	a->head[a->len] = '\0';
@@ -246,13 +263,19 @@ int proxy_answer_feed(struct proxy_answer *a, const uint8_t *data, size_t len, s
 	    !isdigit((unsigned char)a->head[9]) || !isdigit((unsigned char)a->head[10]) ||
 	    !isdigit((unsigned char)a->head[11]))
 		return -1;
-	*status = (a->head[9] - '0') * 100 + (a->head[10] - '0') * 10 + (a->head[11] - '0');
+	int code = (a->head[9] - '0') * 100 + (a->head[10] - '0') * 10 + (a->head[11] - '0');
+	if (code < 100 || code > 599)
+		return -1; /* not an HTTP status (RFC 9110 section 15) */
+	*status = code;
 	const char *r = a->head[12] == ' ' ? a->head + 13 : "";
 	size_t rl = strcspn(r, "\r\n");
 	if (rl >= reasonlen)
 		rl = reasonlen - 1;
-	for (size_t i = 0; i < rl; i++)
-		reason[i] = (unsigned char)r[i] < 0x20 ? ' ' : r[i];
+	/* The reason goes into a log line: printable ASCII only. */
+	for (size_t i = 0; i < rl; i++) {
+		unsigned char c = (unsigned char)r[i];
+		reason[i] = c < 0x20 ? ' ' : c >= 0x7f ? '?' : (char)c;
+	}
 	reason[rl] = '\0';
 	return 1;
 }
