@@ -5,7 +5,9 @@
 #   2. the same tests again, built with AddressSanitizer and
 #      UndefinedBehaviorSanitizer, in build-asan/;
 #   3. the unit tests under valgrind;
-#   4. each libFuzzer target of tests/fuzz for FUZZ_SECONDS (default 30) with
+#   4. the integration suites that do not measure speed or memory, with the
+#      binary under valgrind (tests/valgrind.sh);
+#   5. each libFuzzer target of tests/fuzz for FUZZ_SECONDS (default 30) with
 #      clang, in build-fuzz/.
 # --quick runs step 1 only. Extra arguments go to the first meson test.
 set -euo pipefail
@@ -34,9 +36,17 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 echo "== unit tests under valgrind" >&2
 meson test -C build --suite unit --setup valgrind --print-errorlogs
 
+echo "== the I/O integration suites with the binary under valgrind" >&2
+tests/valgrind.sh build/otoroshictl -rf \
+	tests/integration/test_handshake.py tests/integration/test_lifecycle.py \
+	tests/integration/test_everyday_stdio.py tests/integration/test_hostile.py \
+	tests/integration/test_hostile_faults.py tests/integration/test_hostile_secrets.py \
+	tests/integration/test_core_defects.py tests/integration/test_https_proxy.py \
+	tests/integration/test_otoroshi_ends.py
+
 echo "== fuzzing, ${FUZZ_SECONDS:-30} s per target" >&2
 CC=clang ensure_build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false
-for target in upgrade ws cli ini; do
+for target in upgrade ws cli ini proxy; do
 	corpus=$(mktemp -d)
 	cp tests/fuzz/corpus/$target/* "$corpus"/
 	build-fuzz/tests/fuzz/fuzz-$target -max_total_time="${FUZZ_SECONDS:-30}" -print_final_stats=1 \
