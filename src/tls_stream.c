@@ -66,7 +66,10 @@ static void progress(struct tls_stream *t)
 static int send_below(void *user, const uint8_t *data, size_t len)
 {
 	struct tls_stream *t = user;
-	return t->base.below->ops->write(t->base.below, data, len, false) == 0 ? 0 : -1;
+	int rc = t->base.below->ops->write(t->base.below, data, len, false);
+	if (rc != 0)
+		t->below_error = rc;
+	return rc == 0 ? 0 : -1;
 }
 
 static void on_opened(void *user, int status, enum stream_stage stage, const char *detail)
@@ -181,8 +184,12 @@ static int tlss_flush(struct stream *s)
 	while (t->plain.len > 0) {
 		size_t n = bufq_peek(&t->plain, 0, views, 8);
 		for (size_t i = 0; i < n; i++) {
-			if (tls_conn_write(t->tls, views[i].base, views[i].len) != TLS_OK)
-				return UV_EPROTO;
+			if (tls_conn_write(t->tls, views[i].base, views[i].len) != TLS_OK) {
+				/* A record half written cannot be taken back: the
+				 * connection is of no more use. */
+				t->state = TLSS_FAILED;
+				return t->below_error != 0 ? t->below_error : UV_EPROTO;
+			}
 			bufq_consume(&t->plain, views[i].len);
 		}
 	}

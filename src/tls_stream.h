@@ -22,6 +22,7 @@ struct tls_stream {
 	struct bufq plain;       /* written, not yet sealed */
 	enum { TLSS_IDLE, TLSS_HANDSHAKE, TLSS_OPEN, TLSS_FAILED } state;
 	bool resumed;
+	int below_error; /* the last write the layer below refused */
 };
 
 void tls_stream_init(struct tls_stream *t, struct stream *below, struct tls_setup *setup, const char *name,

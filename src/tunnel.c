@@ -795,6 +795,18 @@ static bool all_done(const struct tunnel *t)
 	       (t->local_in != LIN_OPEN || t->fin_wait_over);
 }
 
+/* Writing to the gateway failed: what is queued cannot go. */
+static void flush_failed(struct tunnel *t, int rc)
+{
+	if (rc == UV_ENOMEM) {
+		log_error("out of memory for the tunnel of %s", t->peer);
+		t->end_now = END_NO_MEMORY;
+		return;
+	}
+	log_warn("the connection to Otoroshi for %s failed: %s", t->peer, uv_strerror(rc));
+	t->end_now = END_GATEWAY_LOST;
+}
+
 static void proceed(struct tunnel *t)
 {
 	for (int pass = 0; pass < 4; pass++) {
@@ -813,7 +825,11 @@ static void proceed(struct tunnel *t)
 			if (t->end_now != END_NONE)
 				continue;
 		}
-		upstream_flush(&t->upstream);
+		int frc = upstream_flush(&t->upstream);
+		if (frc < 0 && t->phase != PHASE_ENDED && !t->upstream_closing) {
+			flush_failed(t, frc);
+			continue;
+		}
 		push_down(t);
 		/* The connection to the gateway is of no more use once our Close
 		 * is out and the gateway is done. */

@@ -29,12 +29,19 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
+
 #include "buf.h"
 #include "cli.h"
 #include "listener.h"
 #include "log.h"
 #include "proxy.h"
 #include "rng.h"
+#include "tls.h"
 #include "upgrade.h"
 
 /* ---- the failing allocator ------------------------------------------------ */
@@ -48,12 +55,17 @@ static _Thread_local bool loop_thread;
 static _Thread_local int exempt;
 static bool armed;
 static long fail_at; /* the allocation to fail, from 1; 0: none */
-static long counted; /* allocations counted since armed */
-static long failed;  /* allocations made to fail */
-static void *failed_caller; /* the code whose allocation failed */
+static long counted; /* allocations counted since armed, mbedcrypto's apart */
+static long counted_crypto; /* those mbedcrypto made itself */
+static bool fail_in_crypto; /* fail_at counts mbedcrypto's own allocations */
+static bool interposed; /* the allocator below is the one in use */
 
 #define HARNESS_ENTER() (exempt++)
 #define HARNESS_LEAVE() (exempt--)
+
+#ifdef IO_FAILALLOC
+static long failed;  /* allocations made to fail */
+static void *failed_caller; /* the code whose allocation failed */
 
 /* The blocks allocated while armed, with the code that asked for each:
  * what is left of them once everything has closed is a leak, and where it
@@ -94,29 +106,42 @@ static void tracked_remove(void *p)
 }
 
 static bool tracking;
-static bool interposed; /* the allocator below is the one in use */
 
-#ifdef IO_FAILALLOC
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t size);
 extern void *__libc_memalign(size_t align, size_t size);
 extern void __libc_free(void *p);
 
+/* The allocations mbedcrypto makes itself (its bignum arithmetic makes
+ * thousands in a handshake, as many as its random numbers call for) are
+ * counted apart from every other: those of the modules, of wslay, libuv,
+ * and of mbedTLS's protocol layer keep their numbers from one life to the
+ * next, whatever the arithmetic did. */
+static bool made_by_crypto(void *caller)
+{
+	Dl_info info;
+	exempt++;
+	bool yes = dladdr(caller, &info) != 0 && info.dli_fname != NULL &&
+		   strstr(info.dli_fname, "libmbedcrypto") != NULL;
+	exempt--;
+	return yes;
+}
+
 static bool fail_this_one(void *caller)
 {
 	if (!armed || !loop_thread || exempt > 0)
 		return false;
-	counted++;
-	if (counted != fail_at)
+	bool crypto = made_by_crypto(caller);
+	long n = crypto ? ++counted_crypto : ++counted;
+	if (n != fail_at || crypto != fail_in_crypto)
 		return false;
 	failed++;
 	failed_caller = caller;
 	errno = ENOMEM;
-	/* IO_BACKTRACE=N shows where allocation N is made, to debug a sweep
-	 * that fails there. */
-	const char *bt = getenv("IO_BACKTRACE");
-	if (bt != NULL && atol(bt) == counted) {
+	/* IO_BACKTRACE shows where the failing allocation is made, to debug a
+	 * sweep (with IO_SWEEP_ONLY). */
+	if (getenv("IO_BACKTRACE") != NULL) {
 		void *frames[32];
 		exempt++;
 		int n = backtrace(frames, 32);
@@ -131,7 +156,7 @@ static void *born(void *p, void *caller)
 	if (p == NULL)
 		return NULL;
 	atomic_fetch_add(&live_blocks, 1);
-	if (tracking && armed && loop_thread && exempt == 0)
+	if (tracking && loop_thread && exempt == 0)
 		tracked_add(p, caller);
 	return p;
 }
@@ -163,7 +188,7 @@ void *realloc(void *old, size_t size)
 	void *p = __libc_realloc(old, size);
 	if (p != NULL && p != old && tracking) {
 		tracked_remove(old);
-		if (armed && loop_thread && exempt == 0)
+		if (loop_thread && exempt == 0)
 			tracked_add(p, __builtin_return_address(0));
 	}
 	return p;
@@ -243,6 +268,16 @@ struct gateway {
 	uv_tcp_t server;
 	uint16_t port;
 	bool as_proxy;   /* a CONNECT comes first */
+	bool tls;        /* TLS (after the CONNECT, if any) */
+	/* The TLS server end: one connection at a time. */
+	mbedtls_ssl_config sconf;
+	mbedtls_ssl_ticket_context tickets; /* sessions the client resumes */
+	mbedtls_x509_crt scert;
+	mbedtls_pk_context skey;
+	mbedtls_ssl_context ssl;
+	bool ssl_live, tls_on, tls_up;
+	uint8_t tls_in[256 * 1024]; /* ciphertext received, not yet read by mbedTLS */
+	size_t tls_in_off, tls_in_len;
 	size_t chunk;    /* bytes per write */
 	/* The one connection of a life. */
 	uv_tcp_t conn;
@@ -264,10 +299,13 @@ struct gateway {
 static struct gateway gw;
 static uv_tcp_t gw_spare;
 
+static void gw_end_tls(void);
+
 static void gw_conn_closed(uv_handle_t *h)
 {
 	(void)h;
 	gw.conn_live = false;
+	gw_end_tls();
 }
 
 static void gw_close(void)
@@ -279,7 +317,8 @@ static void gw_close(void)
 
 static void gw_pump(uv_timer_t *timer);
 
-static void gw_queue(const void *data, size_t len)
+/* Bytes for the wire, as they are. */
+static void gw_queue_raw(const void *data, size_t len)
 {
 	if (gw.out_off + gw.out_len + len > sizeof(gw.out)) {
 		memmove(gw.out, gw.out + gw.out_off, gw.out_len);
@@ -290,6 +329,60 @@ static void gw_queue(const void *data, size_t len)
 	gw.out_len += len;
 	if (!uv_is_active((uv_handle_t *)&gw.pump))
 		uv_timer_start(&gw.pump, gw_pump, 0, 0);
+}
+
+/* Bytes for the client: sealed into TLS records once TLS is up. */
+static void gw_queue(const void *data, size_t len)
+{
+	if (!gw.tls_on) {
+		gw_queue_raw(data, len);
+		return;
+	}
+	const uint8_t *p = data;
+	while (len > 0) {
+		int rc = mbedtls_ssl_write(&gw.ssl, p, len);
+		assert_true(rc > 0);
+		p += rc;
+		len -= (size_t)rc;
+	}
+}
+
+static int srv_send(void *ctx, const unsigned char *buf, size_t len)
+{
+	(void)ctx;
+	gw_queue_raw(buf, len);
+	return (int)len;
+}
+
+static int srv_recv(void *ctx, unsigned char *buf, size_t len)
+{
+	(void)ctx;
+	if (gw.tls_in_len == 0)
+		return MBEDTLS_ERR_SSL_WANT_READ;
+	size_t n = len < gw.tls_in_len ? len : gw.tls_in_len;
+	memcpy(buf, gw.tls_in + gw.tls_in_off, n);
+	gw.tls_in_off += n;
+	gw.tls_in_len -= n;
+	return (int)n;
+}
+
+/* From here on the connection speaks TLS. */
+static void gw_start_tls(void)
+{
+	mbedtls_ssl_init(&gw.ssl);
+	gw.ssl_live = true;
+	assert_int_equal(mbedtls_ssl_setup(&gw.ssl, &gw.sconf), 0);
+	mbedtls_ssl_set_bio(&gw.ssl, NULL, srv_send, srv_recv, NULL);
+	gw.tls_on = true;
+	gw.tls_up = false;
+}
+
+static void gw_end_tls(void)
+{
+	if (gw.ssl_live)
+		mbedtls_ssl_free(&gw.ssl);
+	gw.ssl_live = gw.tls_on = gw.tls_up = false;
+	gw.tls_in_off = gw.tls_in_len = 0;
 }
 
 /* A server frame: unmasked, the shortest length form. */
@@ -334,8 +427,19 @@ static void gw_pump(uv_timer_t *timer)
 		if (gw.out_len > 0)
 			uv_timer_start(&gw.pump, gw_pump, rc > 0 ? 0 : 1, 0);
 	}
-	if (gw.out_len == 0 && gw.close_when_sent)
+	if (gw.out_len == 0 && gw.close_when_sent) {
+		if (gw.tls_up) {
+			/* close_notify first, then the TCP close. */
+			gw.tls_up = false;
+			mbedtls_ssl_close_notify(&gw.ssl);
+			if (gw.out_len > 0) {
+				uv_timer_start(&gw.pump, gw_pump, 0, 0);
+				HARNESS_LEAVE();
+				return;
+			}
+		}
 		gw_close(); /* as Play does once the Closes are exchanged */
+	}
 	HARNESS_LEAVE();
 }
 
@@ -449,8 +553,47 @@ static void gw_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	(void)h;
 	(void)suggested;
+	if (gw.tls_on) {
+		if (gw.tls_in_off > 0) {
+			memmove(gw.tls_in, gw.tls_in + gw.tls_in_off, gw.tls_in_len);
+			gw.tls_in_off = 0;
+		}
+		size_t room = sizeof(gw.tls_in) - gw.tls_in_len;
+		*buf = uv_buf_init((char *)gw.tls_in + gw.tls_in_len, (unsigned)(room > 65536 ? 65536 : room));
+		return;
+	}
 	size_t room = sizeof(gw.in) - gw.in_len;
 	*buf = uv_buf_init((char *)gw.in + gw.in_len, (unsigned)(room > 65536 ? 65536 : room));
+}
+
+/* Ciphertext in: the handshake, then plaintext into gw.in. Returns the
+ * plaintext byte count added, or -1 when the connection is to close. */
+static ssize_t gw_tls_in(size_t nread)
+{
+	gw.tls_in_len += nread;
+	if (!gw.tls_up) {
+		int rc = mbedtls_ssl_handshake(&gw.ssl);
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+			return 0;
+		if (rc != 0)
+			return -1;
+		gw.tls_up = true;
+	}
+	size_t added = 0;
+	for (;;) {
+		size_t room = sizeof(gw.in) - gw.in_len;
+		if (room == 0)
+			return -1;
+		int rc = mbedtls_ssl_read(&gw.ssl, gw.in + gw.in_len, room);
+		if (rc > 0) {
+			gw.in_len += (size_t)rc;
+			added += (size_t)rc;
+			continue;
+		}
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+			return (ssize_t)added;
+		return added > 0 ? (ssize_t)added : -1; /* close_notify or an error */
+	}
 }
 
 static void gw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -461,8 +604,17 @@ static void gw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (nread < 0) {
 		gw_close();
 	} else if (nread > 0 && !gw.close_when_sent) {
-		gw.in_len += (size_t)nread;
 		bool ok = true;
+		if (gw.tls_on) {
+			ssize_t n = gw_tls_in((size_t)nread);
+			if (n < 0) {
+				gw_close();
+				HARNESS_LEAVE();
+				return;
+			}
+		} else {
+			gw.in_len += (size_t)nread;
+		}
 		if (gw.phase == G_CONNECT) {
 			const uint8_t *end = find_end_of_head(gw.in, gw.in_len);
 			if (end != NULL) {
@@ -474,6 +626,16 @@ static void gw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 				static const char ok200[] = "HTTP/1.1 200 Connection established\r\n\r\n";
 				gw_queue(ok200, sizeof(ok200) - 1);
 				gw.phase = G_HEAD;
+				if (gw.tls) {
+					/* What came after the CONNECT is the start of the
+					 * TLS handshake. */
+					gw_start_tls();
+					size_t rest = gw.in_len;
+					memcpy(gw.tls_in, gw.in, rest);
+					gw.in_len = 0;
+					if (gw_tls_in(rest) < 0)
+						ok = false;
+				}
 			}
 		}
 		if (gw.phase == G_HEAD) {
@@ -507,6 +669,8 @@ static void gw_on_connection(uv_stream_t *server, int status)
 			uv_close((uv_handle_t *)&gw_spare, gw_spare_closed);
 		} else if (uv_tcp_init(&loop, &gw.conn) == 0) {
 			gw.conn_live = true;
+			if (gw.tls && !gw.as_proxy)
+				gw_start_tls();
 			if (uv_accept(server, (uv_stream_t *)&gw.conn) == 0) {
 				gw.conns++;
 				uv_read_start((uv_stream_t *)&gw.conn, gw_alloc, gw_read);
@@ -522,6 +686,7 @@ static void gw_reset(size_t chunk, bool as_proxy)
 {
 	gw.chunk = chunk;
 	gw.as_proxy = as_proxy;
+	gw_end_tls();
 	gw.phase = as_proxy ? G_CONNECT : G_HEAD;
 	gw.in_len = gw.out_off = gw.out_len = 0;
 	gw.conns = 0;
@@ -636,6 +801,8 @@ static void cl_start(uint16_t port)
 static struct tunnel_config cfg;
 static struct proxy px;
 static struct listener lst;
+static struct tls_setup *client_tls;
+static char pki_dir[128], cert_path[192], key_path[192];
 
 static uint16_t port_of(const uv_tcp_t *tcp)
 {
@@ -692,7 +859,7 @@ static bool live_one(long fail_n, const char *what)
 {
 	gw_reset(gw.chunk, gw.as_proxy);
 	cl_start(port_of(&lst.server));
-	counted = 0;
+	counted = counted_crypto = 0;
 	fail_at = fail_n;
 	loop_thread = true;
 	armed = true;
@@ -706,9 +873,10 @@ static bool live_one(long fail_n, const char *what)
 	return clean_life();
 }
 
-static void open_listener(bool via_proxy)
+static void open_listener(bool via_proxy, bool tls)
 {
 	cli_defaults(&cfg);
+	cfg.tls = tls;
 	cfg.gw_port = gw.port;
 	/* An API key: the credential's own allocations are in the sweep. */
 	cfg.access = ACCESS_APIKEY;
@@ -733,7 +901,18 @@ static void open_listener(bool via_proxy)
 	}
 	cfg.host = host;
 	gw.as_proxy = via_proxy;
-	assert_int_equal(listener_open(&lst, &loop, &cfg, via_proxy ? &px : NULL, NULL, NULL), 0);
+	gw.tls = tls;
+	client_tls = NULL;
+	if (tls) {
+		/* The certificate verified as the real thing is: its name (or
+		 * address) and its chain, itself the trust anchor. */
+		struct tls_options o = {.ca_cert = cert_path, .ca_flag = "--ca-cert"};
+		char err[256];
+		client_tls = tls_setup_create(&o, err, sizeof(err));
+		if (client_tls == NULL)
+			fail_msg("tls_setup_create: %s", err);
+	}
+	assert_int_equal(listener_open(&lst, &loop, &cfg, via_proxy ? &px : NULL, client_tls, NULL), 0);
 }
 
 static bool loop_idle(void)
@@ -758,6 +937,8 @@ static void close_listener(void)
 		fail_msg("the listener's handles were still open 5 s after listener_stop");
 	if (gw.as_proxy)
 		proxy_finish(&px);
+	tls_setup_destroy(client_tls);
+	client_tls = NULL;
 }
 
 /* Blocks alive once everything a life allocates is freed: the pool of
@@ -791,7 +972,8 @@ static int group_setup(void **state)
 	 * cannot fail anything there, and is skipped. */
 	loop_thread = true;
 	fail_at = 1;
-	counted = 0;
+	fail_in_crypto = false;
+	counted = counted_crypto = 0;
 	armed = true;
 	/* Through a volatile pointer: the compiler may drop a malloc whose
 	 * block is only freed. */
@@ -801,6 +983,45 @@ static int group_setup(void **state)
 	fail_at = 0;
 	interposed = probe == NULL;
 	free(probe);
+	/* The gateway's certificate, for its name behind the proxy and its
+	 * address straight. */
+	const char *tmp = getenv("TMPDIR");
+	snprintf(pki_dir, sizeof(pki_dir), "%s/test-io-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	if (mkdtemp(pki_dir) == NULL)
+		return -1;
+	snprintf(cert_path, sizeof(cert_path), "%s/gateway.pem", pki_dir);
+	snprintf(key_path, sizeof(key_path), "%s/gateway.key", pki_dir);
+	char cmd[1024];
+	snprintf(cmd, sizeof(cmd),
+		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=gateway "
+		 "-addext subjectAltName=DNS:gateway.invalid,IP:127.0.0.1 -keyout '%s' -out '%s' >/dev/null 2>&1",
+		 key_path, cert_path);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "cannot make a certificate with openssl: %s\n", cmd);
+		return -1;
+	}
+	mbedtls_ssl_config_init(&gw.sconf);
+	mbedtls_x509_crt_init(&gw.scert);
+	mbedtls_pk_init(&gw.skey);
+	if (mbedtls_ssl_config_defaults(&gw.sconf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+					MBEDTLS_SSL_PRESET_DEFAULT) != 0 ||
+	    mbedtls_x509_crt_parse_file(&gw.scert, cert_path) != 0)
+		return -1;
+	mbedtls_ssl_conf_rng(&gw.sconf, rng_mbedtls, NULL);
+#if MBEDTLS_VERSION_MAJOR >= 3
+	if (mbedtls_pk_parse_keyfile(&gw.skey, key_path, NULL, rng_mbedtls, NULL) != 0)
+		return -1;
+#else
+	if (mbedtls_pk_parse_keyfile(&gw.skey, key_path, NULL) != 0)
+		return -1;
+#endif
+	if (mbedtls_ssl_conf_own_cert(&gw.sconf, &gw.scert, &gw.skey) != 0)
+		return -1;
+	mbedtls_ssl_ticket_init(&gw.tickets);
+	if (mbedtls_ssl_ticket_setup(&gw.tickets, rng_mbedtls, NULL, MBEDTLS_CIPHER_AES_256_GCM, 3600) != 0)
+		return -1;
+	mbedtls_ssl_conf_session_tickets_cb(&gw.sconf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
+					    &gw.tickets);
 	if (uv_loop_init(&loop) != 0)
 		return -1;
 	uv_timer_init(&loop, &deadline);
@@ -833,11 +1054,28 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
+	/* A test that failed half way leaves a listener or tunnels open:
+	 * the loop gets 5 s to close them, then the process ends anyway. */
+	if (lst.loop != NULL && !lst.stopping)
+		listener_stop(&lst);
 	uv_close((uv_handle_t *)&gw.server, NULL);
 	uv_close((uv_handle_t *)&gw.pump, NULL);
+	uv_unref((uv_handle_t *)&deadline);
+	int rc = run_until(loop_idle, 5000) ? 0 : -1;
 	uv_close((uv_handle_t *)&deadline, NULL);
-	uv_run(&loop, UV_RUN_DEFAULT);
-	int rc = uv_loop_close(&loop);
+	uv_run(&loop, UV_RUN_NOWAIT);
+	if (rc == 0)
+		rc = uv_loop_close(&loop);
+	else
+		fprintf(stderr, "handles still open 5 s after the tests: the loop is left as it is\n");
+	mbedtls_ssl_config_free(&gw.sconf);
+	mbedtls_ssl_ticket_free(&gw.tickets);
+	mbedtls_x509_crt_free(&gw.scert);
+	mbedtls_pk_free(&gw.skey);
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", pki_dir);
+	if (system(cmd) != 0)
+		rc = -1;
 	rng_finish();
 	return rc == 0 ? 0 : -1;
 }
@@ -853,16 +1091,20 @@ static void test_chunk_sizes(void **state)
 	static const size_t chunks[] = {1, 2, 3, 7, 13, 64, 1000, 1 << 20};
 	/* What the first use of anything keeps (the resolver's threads) is
 	 * kept before the counting starts. */
-	open_listener(false);
-	assert_true(live_one(0, "warm-up"));
-	close_listener();
-	for (int via_proxy = 0; via_proxy < 2; via_proxy++) {
+	for (int tls = 0; tls < 2; tls++) {
+		open_listener(false, tls);
+		assert_true(live_one(0, "warm-up"));
+		close_listener();
+	}
+	for (int mode = 0; mode < 4; mode++) {
+		bool via_proxy = mode & 1, tls = mode & 2;
 		for (size_t i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
 			gw.chunk = chunks[i];
-			open_listener(via_proxy);
 			long before = blocks_now();
+			open_listener(via_proxy, tls);
 			char what[64];
-			snprintf(what, sizeof(what), "chunks of %zu%s", chunks[i], via_proxy ? " via the proxy" : "");
+			snprintf(what, sizeof(what), "chunks of %zu%s%s", chunks[i], via_proxy ? " via the proxy" : "",
+				 tls ? " over TLS" : "");
 			if (!live_one(0, what)) {
 				char why[512];
 				describe_life(why, sizeof(why));
@@ -916,52 +1158,108 @@ static void check_leaks(const char *what, long *theirs)
 		fail_msg("%s: blocks leaked, allocated by:%s", what, ours);
 }
 
-/* Every allocation of a tunnel's life, made to fail in turn. */
-static void sweep(bool via_proxy, size_t chunk)
+/* One in this many of mbedcrypto's own allocations is made to fail, when
+ * they are many. */
+#define CRYPTO_SAMPLE 100
+
+/* Each life of the sweep is the second through its listener: its TLS
+ * handshake resumes the session of the first. */
+static bool sweep_resumed;
+
+/* A new listener, and when the sweep is of resumed sessions, one clean
+ * life through it to leave a session to resume. */
+static void open_for_sweep(bool via_proxy, bool tls, const char *what)
 {
-	long wslay_leaks = 0;
+	open_listener(via_proxy, tls);
+	if (sweep_resumed && !live_one(0, what))
+		fail_msg("%s: the life that leaves a session was not a clean one", what);
+}
+
+/* One failing life, then a clean one through the same listener, then the
+ * check that everything was closed and freed. Returns false when the
+ * failing life never came to allocation n (only mbedcrypto's count may
+ * vary). */
+static bool fail_one(bool via_proxy, bool tls, bool crypto, long n, long total, long *base, long *wslay_leaks,
+		     long *clean_anyway)
+{
+	char what[128];
+	snprintf(what, sizeof(what), "%sallocation %ld of %ld failing%s%s%s", crypto ? "mbedcrypto's " : "", n, total,
+		 via_proxy ? " via the proxy" : "", tls ? " over TLS" : "", sweep_resumed ? ", session resumed" : "");
+	open_for_sweep(via_proxy, tls, what);
+	failed = 0;
+	fail_in_crypto = crypto;
+	tracking = true;
+	*clean_anyway += live_one(n, what);
+	fail_in_crypto = false;
+	if (failed != 1 && !crypto)
+		fail_msg("%s: %ld allocation(s) failed, not one (the life took another path)", what, failed);
+	/* The listener still takes connections, and carries them. */
+	if (!live_one(0, what)) {
+		char why[512];
+		describe_life(why, sizeof(why));
+		fail_msg("%s: the next tunnel was not a clean one: %s", what, why);
+	}
+	close_listener();
+	long now = blocks_now();
+	tracking = false;
+	long theirs = 0;
+	check_leaks(what, &theirs);
+	if (now != *base + theirs)
+		fail_msg("%s: %ld block(s) %s once everything closed", what,
+			 now > *base + theirs ? now - *base - theirs : *base + theirs - now,
+			 now > *base + theirs ? "leaked" : "freed twice or foreign");
+	*wslay_leaks += theirs;
+	*base = now;
+	return failed == 1;
+}
+
+/* Every allocation of a tunnel's life, made to fail in turn (of
+ * mbedcrypto's own, one in CRYPTO_SAMPLE). IO_SWEEP_ONLY=N (or cN for
+ * mbedcrypto's) runs that one, to debug it. */
+static void sweep(bool via_proxy, bool tls, size_t chunk)
+{
+	long wslay_leaks = 0, clean_anyway = 0, runs = 0, missed = 0;
 	gw.chunk = chunk;
-	/* The life once as it is, to count its allocations, and once more so
-	 * that what the first use of anything keeps is kept already. */
-	open_listener(via_proxy);
+	/* The life once, so that what the first use of anything keeps is
+	 * kept already, then once more to count its allocations, each through
+	 * a listener of its own as every failing life is (a second life through
+	 * the same one would resume the first one's TLS session). */
+	open_for_sweep(via_proxy, tls, "warm-up");
 	assert_true(live_one(0, "warm-up"));
+	close_listener();
+	open_for_sweep(via_proxy, tls, "counting");
 	assert_true(live_one(0, "counting"));
-	long total = counted;
+	long total = counted, total_crypto = counted_crypto;
 	close_listener();
 	long base = blocks_now();
 	assert_true(total > 10);
-	print_message("%s, chunks of %zu: %ld allocations in a tunnel's life\n", via_proxy ? "via a proxy" : "straight",
-		      chunk, total);
-	long clean_anyway = 0;
-	for (long n = 1; n <= total; n++) {
-		char what[96];
-		snprintf(what, sizeof(what), "allocation %ld of %ld failing%s", n, total, via_proxy ? " via the proxy" : "");
-		open_listener(via_proxy);
-		failed = 0;
-		tracking = true;
-		clean_anyway += live_one(n, what);
-		if (failed != 1)
-			fail_msg("%s: %ld allocation(s) failed, not one (the life took another path)", what, failed);
-		/* The listener still takes connections, and carries them. */
-		if (!live_one(0, what)) {
-			char why[512];
-			describe_life(why, sizeof(why));
-			fail_msg("%s: the next tunnel was not a clean one: %s", what, why);
-		}
-		close_listener();
-		long now = blocks_now();
-		tracking = false;
-		long theirs = 0;
-		check_leaks(what, &theirs);
-		if (now != base + theirs)
-			fail_msg("%s: %ld block(s) %s once everything closed", what,
-				 now > base + theirs ? now - base - theirs : base + theirs - now,
-				 now > base + theirs ? "leaked" : "freed twice or foreign");
-		wslay_leaks += theirs;
-		base = now;
+	/* A resumed handshake signs and checks nothing: a full one's
+	 * arithmetic allocates thousands of times. */
+	if (sweep_resumed && total_crypto >= 1000)
+		fail_msg("the second handshake through a listener did not resume the first one's session "
+			 "(%ld allocations by mbedcrypto)", total_crypto);
+	print_message("%s%s%s, chunks of %zu: %ld allocations in a tunnel's life, and %ld by mbedcrypto's arithmetic\n",
+		      via_proxy ? "via a proxy" : "straight", tls ? ", TLS" : "", sweep_resumed ? " resumed" : "", chunk,
+		      total, total_crypto);
+	const char *only = getenv("IO_SWEEP_ONLY");
+	if (only != NULL) {
+		bool crypto = only[0] == 'c';
+		long n = atol(only + crypto);
+		if (n <= (crypto ? total_crypto : total))
+			fail_one(via_proxy, tls, crypto, n, crypto ? total_crypto : total, &base, &wslay_leaks,
+				 &clean_anyway);
+		return;
 	}
-	print_message("%ld of %ld failing allocations still gave a clean tunnel (a retry or a spare path)\n",
-		      clean_anyway, total);
+	for (long n = 1; n <= total; n++, runs++)
+		fail_one(via_proxy, tls, false, n, total, &base, &wslay_leaks, &clean_anyway);
+	/* A few (a resumed handshake's) are failed each in turn. */
+	long step = total_crypto < 2 * CRYPTO_SAMPLE ? 1 : CRYPTO_SAMPLE;
+	for (long n = step == 1 ? 1 : CRYPTO_SAMPLE / 2; n <= total_crypto; n += step, runs++)
+		missed += !fail_one(via_proxy, tls, true, n, total_crypto, &base, &wslay_leaks, &clean_anyway);
+	print_message("%ld failing allocations, %ld of which still gave a clean tunnel (a retry or a spare path)\n",
+		      runs, clean_anyway);
+	if (missed > 0)
+		print_message("%ld of mbedcrypto's were past the end of a shorter handshake\n", missed);
 	if (wslay_leaks > 0)
 		print_message("wslay leaked %ld block(s) in all: its message queue loses a message whose queue cell "
 			      "cannot be allocated (wslay 1.1.1; the intrusive queue of its later sources has no such "
@@ -977,9 +1275,14 @@ static void test_alloc_failures(void **state)
 		print_message("malloc is not this test's (valgrind?): no allocation can be made to fail\n");
 		skip();
 	}
-	sweep(false, 1 << 20);
-	sweep(false, 7);
-	sweep(true, 1 << 20);
+	sweep(false, false, 1 << 20);
+	sweep(false, false, 7);
+	sweep(true, false, 1 << 20);
+	sweep(false, true, 1 << 20);
+	sweep(true, true, 1 << 20);
+	sweep_resumed = true;
+	sweep(false, true, 1 << 20);
+	sweep_resumed = false;
 }
 #else
 static void test_alloc_failures(void **state)
