@@ -1,7 +1,8 @@
-/* buf: a byte queue made of heap chunks, allocated as data arrives and
- * freed as soon as it has been written, so that an idle queue holds no
- * memory. It gathers many small appends (frame headers, masked payload
- * pieces) into few large writes.
+/* buf: a byte queue made of heap chunks, taken as data arrives and given
+ * back as soon as they have been written, to a small pool for the next
+ * queue or to the allocator, so that an idle queue holds no memory. It
+ * gathers many small appends (frame headers, masked payload pieces) into
+ * few large writes.
  *
  * Ownership: the queue owns its chunks. bufq_peek hands out views of the
  * chunks that stay valid until bufq_consume or bufq_finish. */

@@ -2,9 +2,9 @@
  * process's lifetime (signals, graceful stop).
  *
  * Ownership: one listener per run, on the stack of listener_run (or of a
- * test, on its own loop). It links
- * each tunnel it starts into its list, and unlinks it when the tunnel says
- * it is gone (struct tunnel_owner), as the tunnel frees itself. */
+ * test, on its own loop). It links each tunnel it starts into its list, and
+ * unlinks it when the tunnel says it is gone (struct tunnel_owner), as the
+ * tunnel frees itself. */
 #ifndef OTOROSHICTL_LISTENER_H
 #define OTOROSHICTL_LISTENER_H
 

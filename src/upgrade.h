@@ -2,7 +2,7 @@
  * request head the client writes, and an incremental parser for the answer.
  * Pure code: no I/O, fed with whatever bytes arrive, in any split.
  *
- * Ownership: struct upgrade_response is caller-owned (the tunnel keeps one
+ * Ownership: struct upgrade_response is caller-owned (handshake.c keeps one
  * on the heap only while the handshake lasts); it holds no pointers. */
 #ifndef OTOROSHICTL_UPGRADE_H
 #define OTOROSHICTL_UPGRADE_H

@@ -206,6 +206,8 @@ def test_max_connections_refuses_beyond_n(gateway, tunnel, echo):
             pass
         s.close()
     assert time.monotonic() - t0 < 5
+    # The line may reach the reader thread after the refused sockets' EOF.
+    t.wait_for(r"refusing new connections: 5 tunnels are open", timeout=5, start=mark)
     stamps.poll()
     warns = lines_matching(t, r"^\[WARN .*refusing new connections: 5 tunnels are open "
                               r"\(--max-connections 5\)", mark)
