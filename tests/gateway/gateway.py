@@ -1276,9 +1276,16 @@ async def amain(args):
     print(f"LISTENING {server.sockets[0].getsockname()[1]}", flush=True)
     await stop.wait()
     server.close()
-    for task in list(gw.tasks):
-        task.cancel()
-    await asyncio.gather(*gw.tasks, return_exceptions=True)
+    # A cancellation that lands as an inner wait_for completes is swallowed
+    # (Python 3.11's wait_for): cancel again until every connection is gone,
+    # for 5 s at most.
+    for _ in range(10):
+        pending = list(gw.tasks)
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.5)
 
 
 def main(argv=None):
