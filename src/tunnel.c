@@ -825,8 +825,10 @@ static void proceed(struct tunnel *t)
 			if (t->end_now != END_NONE)
 				continue;
 		}
+		/* Once the connection has ended (and that was said), its writes
+		 * fail as a matter of course. */
 		int frc = upstream_flush(&t->upstream);
-		if (frc < 0 && t->phase != PHASE_ENDED && !t->upstream_closing) {
+		if (frc < 0 && t->phase != PHASE_ENDED && !t->upstream_closing && t->gateway != GW_GONE) {
 			flush_failed(t, frc);
 			continue;
 		}
