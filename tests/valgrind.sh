@@ -3,8 +3,11 @@
 #   tests/valgrind.sh BINARY [PYTEST ARGS...]
 # Every tunnel process the tests start runs as
 #   valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite
-# with its log in a directory of its own; valgrind is --quiet, so a log holds
-# only reports. A test whose process left a report fails (sanitizer.py), and
+# with its log in a directory of its own; valgrind is --quiet and shows only
+# the leak kind that counts as an error (--show-leak-kinds=definite), so a log
+# holds only reports. (A process that exits while libuv's resolver threads
+# are alive leaves their thread-local blocks "possibly lost": not ours, and
+# not an error under --errors-for-leak-kinds=definite.) A test whose process left a report fails (sanitizer.py), and
 # so does this script if any process at all left one (the ones that helpers
 # start without a fixture included). It says how many processes ran.
 set -euo pipefail
@@ -15,7 +18,8 @@ trap 'rm -rf "$dir"' EXIT
 mkdir "$dir/logs"
 cat >"$dir/otoroshictl" <<WRAP
 #!/bin/sh
-exec valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite --quiet \\
+exec valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \\
+	--show-leak-kinds=definite --quiet \\
 	--log-file="$dir/logs/vg.%p" "$bin" "\$@"
 WRAP
 chmod +x "$dir/otoroshictl"
