@@ -82,7 +82,7 @@ struct line_reader {
 	size_t cap;
 	char **longs; /* values set aside */
 	size_t n_longs;
-	/* Sections seen, with their lines, "name\0" one after the other. */
+	/* Sections seen: line, length and name, one after the other. */
 	char *sections;
 	size_t sections_len;
 	bool key_in_section; /* a key was seen since the last section header */
@@ -99,30 +99,35 @@ static void trim_span(const char **p, size_t *n)
 		(*n)--;
 }
 
-/* Records a section header; false (with why) when it was given before. */
+/* Records a section header; false (with why) when it was given before.
+ * Each entry is its line, its length and its bytes (a name may hold any
+ * byte, a NUL too). */
 static bool note_header(struct line_reader *r, const char *name, size_t n)
 {
-	for (size_t off = 0; off < r->sections_len;) {
+	const size_t head = sizeof(int) + sizeof(size_t);
+	for (size_t off = 0; off + head <= r->sections_len;) {
 		int at;
+		size_t len;
 		memcpy(&at, r->sections + off, sizeof(at));
-		const char *seen = r->sections + off + sizeof(at);
-		if (strlen(seen) == n && memcmp(seen, name, n) == 0) {
+		memcpy(&len, r->sections + off + sizeof(at), sizeof(len));
+		const char *seen = r->sections + off + head;
+		if (len == n && memcmp(seen, name, n) == 0) {
 			snprintf(r->why, sizeof(r->why), "the profile [%.*s] is already defined at line %d: give each "
 				 "profile once", (int)(n > 100 ? 100 : n), name, at);
 			return false;
 		}
-		off += sizeof(at) + strlen(seen) + 1;
+		off += head + len;
 	}
-	char *grown = realloc(r->sections, r->sections_len + sizeof(int) + n + 1);
+	char *grown = realloc(r->sections, r->sections_len + head + n);
 	if (grown == NULL) {
 		snprintf(r->why, sizeof(r->why), "out of memory");
 		return false;
 	}
 	r->sections = grown;
 	memcpy(r->sections + r->sections_len, &r->line, sizeof(int));
-	memcpy(r->sections + r->sections_len + sizeof(int), name, n);
-	r->sections[r->sections_len + sizeof(int) + n] = '\0';
-	r->sections_len += sizeof(int) + n + 1;
+	memcpy(r->sections + r->sections_len + sizeof(int), &n, sizeof(n));
+	memcpy(r->sections + r->sections_len + head, name, n);
+	r->sections_len += head + n;
 	return true;
 }
 
