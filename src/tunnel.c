@@ -340,6 +340,10 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 		return;
 	}
 	set_phase(t, PHASE_OPEN);
+	/* The handshake's limit is over: from now on the timer follows the
+	 * states (steer_timer). */
+	uv_timer_stop(&t->timer);
+	t->timer_use = TIMER_NONE;
 	t->opened_at = t->traffic_at = now_ms(t);
 	liveness_init(&t->live, t->opened_at);
 	log_debug("tunnel %" PRIu64 ": WebSocket open for %s", t->id, t->peer);
