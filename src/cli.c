@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "config.h"
+#include "log.h"
 #include "url.h"
 
 enum opt_id {
@@ -16,7 +17,8 @@ enum opt_id {
 	OPT_KEEPALIVE, OPT_LINGER, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
 	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_PROXY_CA_CERT, OPT_PROXY_INSECURE,
-	OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
+	OPT_FORWARD, OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
+	OPT_LOG_FORMAT, OPT_LOG_TIMESTAMPS,
 	OPT_VERBOSE, OPT_HELP,
 };
 
@@ -62,9 +64,12 @@ static const struct opt opts[] = {
 	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME, ANYWHERE, OPT_TLS_SERVER_NAME, false},
 	{"proxy-ca-cert", 0, true, OPT_PROXY_CA_CERT, ANYWHERE, OPT_PROXY_CA_CERT, false},
 	{"proxy-insecure", 0, false, OPT_PROXY_INSECURE, ANYWHERE, OPT_PROXY_INSECURE, false},
+	{"forward", 'L', true, OPT_FORWARD, ANYWHERE, OPT_FORWARD, false},
 	{"profile", 'p', true, OPT_PROFILE, IN_ARGV, OPT_PROFILE, false},
 	{"config", 0, true, OPT_CONFIG, IN_ARGV, OPT_CONFIG, false},
 	{"list-profiles", 0, false, OPT_LIST_PROFILES, IN_ARGV, OPT_LIST_PROFILES, false},
+	{"log-format", 0, true, OPT_LOG_FORMAT, ANYWHERE, OPT_LOG_FORMAT, false},
+	{"log-timestamps", 0, false, OPT_LOG_TIMESTAMPS, ANYWHERE, OPT_LOG_TIMESTAMPS, false},
 	{"verbose", 'v', false, OPT_VERBOSE, ANYWHERE, OPT_VERBOSE, false},
 	{"help", 'h', false, OPT_HELP, IN_ARGV, OPT_HELP, false},
 };
@@ -303,6 +308,119 @@ static int check_value(enum opt_id id, const char *v, const char *label, char *e
 	return CLI_OK;
 }
 
+#define CONFIG_MAX_PROFILES_TEXT "16"
+#define CONFIG_MAX_FORWARDS_TEXT "32"
+_Static_assert(CONFIG_MAX_FORWARDS == 32, "CONFIG_MAX_FORWARDS_TEXT");
+_Static_assert(CONFIG_MAX_PROFILES == 16, "CONFIG_MAX_PROFILES_TEXT");
+
+/* The parts of a forward, split on the colons outside brackets. */
+static int split_forward(char *s, char *parts[4], char *err, size_t errlen)
+{
+	int n = 0;
+	char *p = s;
+	parts[n++] = p;
+	int depth = 0;
+	for (; *p != '\0'; p++) {
+		if (*p == '[')
+			depth++;
+		else if (*p == ']')
+			depth--;
+		else if (*p == ':' && depth == 0) {
+			if (n == 4)
+				return usage(err, errlen, "has more than four parts: put an IPv6 address in brackets, as in "
+					     "[::1]:5432:db:5432%s%s", "", "");
+			*p = '\0';
+			parts[n++] = p + 1;
+		}
+		if (depth < 0 || depth > 1)
+			return usage(err, errlen, "has unbalanced brackets%s%s", "", "");
+	}
+	if (depth != 0)
+		return usage(err, errlen, "has unbalanced brackets%s%s", "", "");
+	return n;
+}
+
+/* A host part: brackets around an address only, nothing empty. */
+static bool host_part(char *h, bool strip, const char **out)
+{
+	size_t len = strlen(h);
+	if (len == 0)
+		return false;
+	if (h[0] == '[') {
+		if (len < 3 || h[len - 1] != ']' || strchr(h + 1, '[') != NULL || strchr(h, ']') != h + len - 1)
+			return false;
+		if (strip) {
+			h[len - 1] = '\0';
+			h++;
+		}
+	} else if (strchr(h, '[') != NULL || strchr(h, ']') != NULL) {
+		return false;
+	}
+	*out = h;
+	return true;
+}
+
+int cli_parse_forward(char *s, struct forward_spec *out, char *err, size_t errlen)
+{
+	char why[200];
+	char *parts[4];
+	char shown[300];
+	snprintf(shown, sizeof(shown), "%s", s);
+	memset(out, 0, sizeof(*out));
+	out->local_host = "127.0.0.1";
+	int n = split_forward(s, parts, why, sizeof(why));
+	if (n < 0) {
+		snprintf(err, errlen, "-L '%s' %s", shown, why);
+		return -1;
+	}
+	int port_at = n == 1 || n == 3 ? 0 : 1;
+	if (port_at == 1 && !host_part(parts[0], false, &out->local_host)) {
+		snprintf(err, errlen, "-L '%s': '%s' is not an address to listen on (an IPv6 one goes in brackets)", shown,
+			 parts[0]);
+		return -1;
+	}
+	if (!parse_port(parts[port_at], 0, &out->local_port)) {
+		snprintf(err, errlen, "-L '%s': '%s' is not a port number to listen on (0 to 65535); the form is "
+			 "[BIND:]PORT[:HOST:HOSTPORT]", shown, parts[port_at]);
+		return -1;
+	}
+	if (n >= 3) {
+		if (!host_part(parts[port_at + 1], true, &out->remote_host)) {
+			snprintf(err, errlen, "-L '%s': '%s' is not a remote host (an IPv6 one goes in brackets)", shown,
+				 parts[port_at + 1]);
+			return -1;
+		}
+		if (!parse_port(parts[port_at + 2], 1, &out->remote_port)) {
+			snprintf(err, errlen, "-L '%s': '%s' is not a remote port (1 to 65535)", shown, parts[port_at + 2]);
+			return -1;
+		}
+		char label[340];
+		snprintf(label, sizeof(label), "-L '%s'", shown);
+		if (check_value(OPT_REMOTE_HOST, out->remote_host, label, err, errlen) != CLI_OK)
+			return -1;
+	}
+	return 0;
+}
+
+/* Adds a forward: its text is kept whole for the logs, and cut in a copy. */
+static int add_forward(struct tunnel_config *cfg, const char *v, char *err, size_t errlen)
+{
+	if (cfg->n_forwards >= CONFIG_MAX_FORWARDS)
+		return usage(err, errlen, "more than %s forwards (-L '%s' is one more)", CONFIG_MAX_FORWARDS_TEXT, v);
+	size_t len = strlen(v);
+	char *both = malloc(2 * len + 2);
+	if (both == NULL || config_own(cfg, both) == NULL)
+		return usage(err, errlen, "out of memory for -L '%s'%s", v, "");
+	memcpy(both, v, len + 1);
+	memcpy(both + len + 1, v, len + 1);
+	struct forward_spec f;
+	if (cli_parse_forward(both + len + 1, &f, err, errlen) != 0)
+		return CLI_USAGE;
+	f.spec = both;
+	cfg->forwards[cfg->n_forwards++] = f;
+	return CLI_OK;
+}
+
 static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, char *err, size_t errlen)
 {
 	if (o->takes_value && v[0] == '\0')
@@ -350,7 +468,18 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 		return apply_secret_file(o, v, cfg, err, errlen);
 	case OPT_PROXY: cfg->proxy = v; break;
 	case OPT_STDIO: cfg->stdio = true; break;
-	case OPT_PROFILE: cfg->profile = v; break;
+	case OPT_FORWARD: return add_forward(cfg, v, err, errlen);
+	case OPT_PROFILE:
+		for (size_t i = 0; i < cfg->n_profiles; i++)
+			if (strcmp(cfg->profiles[i], v) == 0)
+				return usage(err, errlen, "-p %s is given twice: each profile runs once%s", v, "");
+		if (cfg->n_profiles >= CONFIG_MAX_PROFILES)
+			return usage(err, errlen, "at most %s profiles run in one process (-p %s is one more)",
+				     CONFIG_MAX_PROFILES_TEXT, v);
+		cfg->profiles[cfg->n_profiles++] = v;
+		if (cfg->profile == NULL)
+			cfg->profile = v;
+		break;
 	case OPT_CONFIG: cfg->config_file = v; break;
 	case OPT_LIST_PROFILES: cfg->list_profiles = true; break;
 	case OPT_MAX_CONNECTIONS:
@@ -364,6 +493,14 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_TLS_SERVER_NAME: cfg->tls_server_name = v; break;
 	case OPT_PROXY_CA_CERT: cfg->proxy_ca_cert = v; break;
 	case OPT_PROXY_INSECURE: cfg->proxy_insecure = true; break;
+	case OPT_LOG_FORMAT: {
+		enum log_format f;
+		if (log_format_parse(v, &f) != 0)
+			return usage(err, errlen, "--log-format: '%s' is not a log format (human or json)%s", v, "");
+		cfg->log_format = v;
+		break;
+	}
+	case OPT_LOG_TIMESTAMPS: cfg->log_timestamps = true; break;
 	case OPT_VERBOSE: cfg->verbose = true; break;
 	case OPT_HELP: return CLI_HELP;
 	}
@@ -435,6 +572,27 @@ static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 	return CLI_OK;
 }
 
+/* Where the single forward of the four address options listens and goes. */
+#define ADDRESS_BITS ((1UL << OPT_LOCAL_HOST) | (1UL << OPT_LOCAL_PORT) | (1UL << OPT_REMOTE_HOST) | \
+		      (1UL << OPT_REMOTE_PORT))
+
+/* What forwards cannot go with. */
+static int check_forwards(const struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->n_forwards == 0)
+		return CLI_OK;
+	bool flags = (cfg->given >> OPT_FORWARD) & 1;
+	const char *from = flags ? "-L/--forward" : "the profile's forward lines";
+	unsigned long address = cfg->given & ADDRESS_BITS;
+	for (size_t i = 0; i < N_OPTS && address != 0; i++)
+		if ((address >> opts[i].id) & 1)
+			return usage(err, errlen, "--%s cannot go with %s: each forward names its own address and remote "
+				     "([BIND:]PORT[:HOST:HOSTPORT])", opts[i].long_name, from);
+	if (cfg->stdio)
+		return usage(err, errlen, "--stdio carries one tunnel without a listener: it cannot go with %s%s", from, "");
+	return CLI_OK;
+}
+
 static void mark(struct tunnel_config *cfg, const struct opt *o)
 {
 	cfg->given |= 1UL << o->target;
@@ -485,8 +643,14 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 	if (o == NULL || !(o->where & IN_PROFILE))
 		return usage(err, errlen, "unknown key '%s' (keys are the long option names, such as host or "
 			     "remote-port)%s", key, "");
-	if ((p->seen >> o->target) & 1)
+	if (o->id != OPT_FORWARD && ((p->seen >> o->target) & 1))
 		return usage(err, errlen, "'%s' sets what an earlier key of this profile already set%s", key, "");
+	if (o->id == OPT_FORWARD ? (p->seen & ADDRESS_BITS) != 0
+				 : ((ADDRESS_BITS >> o->target) & 1) && ((p->seen >> OPT_FORWARD) & 1))
+		return usage(err, errlen, "'%s' cannot go with %s: each forward line names its own address and "
+			     "remote (forward = [BIND:]PORT[:HOST:HOSTPORT])", key,
+			     o->id == OPT_FORWARD ? "local-host, local-port, remote-host or remote-port in the same profile"
+						  : "the profile's forward lines");
 	p->seen |= 1UL << o->target;
 	/* A proxy URL is a secret only when it carries credentials. */
 	if (o->secret && (o->id != OPT_PROXY || strchr(value, '@') != NULL))
@@ -496,6 +660,12 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 		 * is still an error: it would bite the day the flag goes. */
 		if (!o->takes_value || o->target != o->id)
 			return CLI_OK;
+		if (o->id == OPT_FORWARD) {
+			char tmp[1024];
+			struct forward_spec f;
+			snprintf(tmp, sizeof(tmp), "%s", value);
+			return cli_parse_forward(tmp, &f, err, errlen) == 0 ? CLI_OK : CLI_USAGE;
+		}
 		struct tunnel_config scratch = *p->cfg;
 		return apply(o, value, &scratch, err, errlen) == CLI_OK ? CLI_OK : CLI_USAGE;
 	}
@@ -511,6 +681,8 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 			p->cfg->proxy_insecure = on;
 		else if (o->id == OPT_VERBOSE)
 			p->cfg->verbose = on;
+		else if (o->id == OPT_LOG_TIMESTAMPS)
+			p->cfg->log_timestamps = on;
 		return CLI_OK;
 	}
 	char *copy = config_own(p->cfg, strdup(value));
@@ -529,6 +701,17 @@ static int apply_profile(struct tunnel_config *cfg, char *err, size_t errlen)
 	if (p.has_secret)
 		config_check_private(path, cfg->warning, sizeof(cfg->warning));
 	return CLI_OK;
+}
+
+/* Puts the profile's name in front of an error about it. */
+static int named_profile(const struct tunnel_config *cfg, char *err, size_t errlen, bool name_it)
+{
+	if (name_it && cfg->profile != NULL) {
+		char was[600];
+		snprintf(was, sizeof(was), "%s", err);
+		snprintf(err, errlen, "profile '%s': %s", cfg->profile, was);
+	}
+	return CLI_USAGE;
 }
 
 int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char *err, size_t errlen)
@@ -559,10 +742,13 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 			if (eq != NULL && !o->takes_value)
 				return usage(err, errlen, "--%s takes no value (got '%s')", o->long_name, eq + 1);
 			value = eq ? eq + 1 : NULL;
-		} else if (arg[0] == '-' && arg[1] != '\0' && arg[2] == '\0') {
+		} else if (arg[0] == '-' && arg[1] != '\0' && arg[1] != '-') {
 			o = find_short(arg[1]);
-			if (o == NULL)
+			if (o == NULL || (arg[2] != '\0' && !o->takes_value))
 				return usage(err, errlen, "unknown option '%s'; see 'otoroshictl tcp-tunnel --help'%s", arg, "");
+			/* -L5432:db:5432, as ssh takes it. */
+			if (arg[2] != '\0')
+				value = arg + 2;
 		} else {
 			return usage(err, errlen, "unexpected argument '%s': every value follows its option, "
 				     "as in --host otoroshi.example.com%s", arg, "");
@@ -592,11 +778,24 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 					     opts[i].long_name, "");
 		return CLI_LIST_PROFILES;
 	}
+	if (cfg->n_profiles > 1) {
+		if (cfg->stdio)
+			return usage(err, errlen, "--stdio carries one tunnel: give it one profile, not several (-p %s and "
+				     "others)%s", cfg->profiles[1], "");
+		if ((cfg->given >> OPT_FORWARD) & 1)
+			return usage(err, errlen, "-L/--forward goes with one profile at most: with several, each "
+				     "profile's forward lines (or its local-port) say where it listens%s%s", "", "");
+		if (cfg->profile_index == 0 || cfg->profile_index > cfg->n_profiles)
+			return CLI_PROFILES;
+		cfg->profile = cfg->profiles[cfg->profile_index - 1];
+	}
 	if (apply_environment(cfg, err, errlen) != CLI_OK)
 		return CLI_USAGE;
 	if (cfg->profile != NULL && apply_profile(cfg, err, errlen) != CLI_OK)
-		return CLI_USAGE;
-	return check(cfg, err, errlen);
+		return named_profile(cfg, err, errlen, cfg->n_profiles > 1);
+	if (check(cfg, err, errlen) != CLI_OK || check_forwards(cfg, err, errlen) != CLI_OK)
+		return named_profile(cfg, err, errlen, cfg->n_profiles > 1);
+	return CLI_OK;
 }
 
 const char *cli_option(size_t i, char *short_name, bool *takes_value)
@@ -613,6 +812,8 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	fputs("Expose a remote TCP service locally through an Otoroshi TCP tunnel\n"
 	      "\n"
 	      "Usage: otoroshictl tcp-tunnel [OPTIONS] --host <HOST>\n"
+	      "       otoroshictl tcp-tunnel [OPTIONS] --host <HOST> -L <FORWARD> [-L <FORWARD>]...\n"
+	      "       otoroshictl tcp-tunnel [OPTIONS] -p <NAME> [-p <NAME>]...\n"
 	      "\n"
 	      "Options:\n"
 	      "      --host <HOST>\n"
@@ -623,6 +824,9 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "          The local address to listen on [default: 127.0.0.1]\n"
 	      "      --local-port <LOCAL_PORT>\n"
 	      "          The local port to listen on (0 picks a free one) [default: 2222]\n"
+	      "  -L, --forward <[BIND:]PORT[:HOST:HOSTPORT]>\n"
+	      "          Listen on BIND:PORT and reach HOST:HOSTPORT (as --remote-host/--remote-port do);\n"
+	      "          repeatable: one listener each, in one process (instead of the four options here)\n"
 	      "      --remote-host <REMOTE_HOST>\n"
 	      "          The remote host to reach, when the route's target uses ${req.query.remoteHost}\n"
 	      "      --remote-port <REMOTE_PORT>\n"
@@ -640,7 +844,8 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "      --stdio\n"
 	      "          No listener: one tunnel over standard input and output (for ssh's ProxyCommand)\n"
 	      "  -p, --profile <NAME>\n"
-	      "          Take the options of this profile of the profile file (flags win over it)\n"
+	      "          Take the options of this profile of the profile file (flags win over it);\n"
+	      "          repeatable: each profile's forwards run in one process\n"
 	      "      --config <FILE>\n"
 	      "          The profile file [default: $XDG_CONFIG_HOME/otoroshictl/tunnels.ini]\n"
 	      "      --list-profiles\n"
@@ -672,14 +877,22 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "          The name to send as SNI and to verify, instead of the --host name\n"
 	      "      --insecure\n"
 	      "          Do not verify the gateway's certificate (unsafe: anyone on the path can read the credential)\n"
+	      "      --log-format <FORMAT>\n"
+	      "          How log lines look: human, or json (one JSON object a line, for log collectors)\n"
+	      "          [default: human]\n"
+	      "      --log-timestamps\n"
+	      "          Show the time (UTC) at the start of each human log line\n"
 	      "  -v, --verbose\n"
 	      "          Turn debugging information on\n"
 	      "  -h, --help\n"
 	      "          Print help\n"
-	      "\n"
-	      "Environment:\n"
+	      "\n",
+	      out);
+	/* In two pieces: C compilers need not take longer strings. */
+	fputs("Environment:\n"
 	      "  OTOROSHICTL   log level: error, warn, info (default), debug or trace\n"
 	      "  OTOROSHICTL_LOG_STYLE   colours: auto (default: on a terminal), always or never\n"
+	      "  OTOROSHICTL_LOG_FORMAT  human (default) or json, as --log-format (the flag wins)\n"
 	      "  NO_COLOR      set to turn colours off (wins over OTOROSHICTL_LOG_STYLE)\n"
 	      "  SSL_CERT_FILE, SSL_CERT_DIR   the trust store for --tls without --ca-cert\n"
 	      "  OTOROSHI_APIKEY_CLIENT_ID, OTOROSHI_APIKEY_CLIENT_SECRET, OTOROSHI_BEARER_TOKEN,\n"

@@ -16,6 +16,9 @@ enum cli_result {
 	CLI_OK = 0,
 	CLI_HELP = 1,   /* -h/--help was given: print the help, exit 0 */
 	CLI_LIST_PROFILES = 2, /* --list-profiles was given */
+	/* -p was given several times: parse again once per profile, with
+	 * cfg->profile_index set from 1 to cfg->n_profiles. */
+	CLI_PROFILES = 3,
 	CLI_USAGE = -1, /* a usage error: print err, exit 2 */
 };
 
@@ -37,6 +40,13 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
  * value included) and sets *name to its long name; returns 0 for any other
  * argument, and -1 when its value is missing. */
 int cli_skip_reference_global(int argc, char **argv, int i, const char **name);
+
+/* Parses a forward, ssh's -L syntax: [BIND:]PORT[:HOST:HOSTPORT], with
+ * IPv6 addresses in brackets. s is cut in place (the strings of *out point
+ * into it; brackets are kept around BIND, which the listener reads, and
+ * taken off HOST, which goes into the query string). Returns 0, or -1 with
+ * err saying what is wrong. */
+int cli_parse_forward(char *s, struct forward_spec *out, char *err, size_t errlen);
 
 void cli_print_tcp_tunnel_help(FILE *out);
 /* The i-th option of tcp-tunnel (NULL past the last): its long name, its

@@ -7,6 +7,7 @@
 #include "cli.h"
 
 #define ACCESS_TYPES "apikey bearer jwt session public"
+#define LOG_FORMATS "human json"
 /* Options whose value is a file name. */
 static bool takes_file(const char *name)
 {
@@ -49,6 +50,7 @@ static void print_bash(FILE *out)
 	      "    esac\n"
 	      "    case \"$prev\" in\n"
 	      "    --access-type) COMPREPLY=($(compgen -W \"" ACCESS_TYPES "\" -- \"$cur\")); return ;;\n"
+	      "    --log-format) COMPREPLY=($(compgen -W \"" LOG_FORMATS "\" -- \"$cur\")); return ;;\n"
 	      "    --profile|-p) COMPREPLY=($(compgen -W \"$(_otoroshictl_profiles)\" -- \"$cur\")); return ;;\n",
 	      out);
 	fputs("    ", out);
@@ -67,8 +69,11 @@ static void print_bash(FILE *out)
 	first = true;
 	for (size_t i = 0; cli_option(i, &s, &v) != NULL; i++) {
 		const char *name = cli_option(i, &s, &v);
-		if (v && !takes_file(name) && strcmp(name, "access-type") != 0 && strcmp(name, "profile") != 0) {
+		if (v && !takes_file(name) && strcmp(name, "access-type") != 0 && strcmp(name, "log-format") != 0 &&
+		    strcmp(name, "profile") != 0) {
 			fprintf(out, "%s--%s", first ? "" : "|", name);
+			if (s != 0)
+				fprintf(out, "|-%c", s);
 			first = false;
 		}
 	}
@@ -103,6 +108,8 @@ static void print_zsh(FILE *out)
 		const char *action = "";
 		if (strcmp(name, "access-type") == 0)
 			action = ":access type:(" ACCESS_TYPES ")";
+		else if (strcmp(name, "log-format") == 0)
+			action = ":log format:(" LOG_FORMATS ")";
 		else if (strcmp(name, "profile") == 0)
 			action = ":profile:_otoroshictl_profiles";
 		else if (takes_file(name))
@@ -161,6 +168,8 @@ static void print_fish(FILE *out)
 			fprintf(out, " -s %c", s);
 		if (strcmp(name, "access-type") == 0)
 			fputs(" -x -a '" ACCESS_TYPES "'", out);
+		else if (strcmp(name, "log-format") == 0)
+			fputs(" -x -a '" LOG_FORMATS "'", out);
 		else if (strcmp(name, "profile") == 0)
 			fputs(" -x -a '(otoroshictl tcp-tunnel --list-profiles 2>/dev/null | cut -f1)'", out);
 		else if (takes_file(name))

@@ -320,6 +320,7 @@ struct list_ctx {
 	char host[256];
 	char remote_host[256];
 	char remote_port[16];
+	char forwards[2048]; /* the forward lines, each ending in '\n' */
 	bool any;
 };
 
@@ -327,14 +328,20 @@ static void list_flush(struct list_ctx *c)
 {
 	if (c->section[0] == '\0')
 		return;
-	if (c->remote_host[0] == '\0' && c->remote_port[0] == '\0')
-		fprintf(c->out, "%s\t%s\t(defined in otoroshi target)\n", c->section, c->host[0] ? c->host : "-");
-	else
-		fprintf(c->out, "%s\t%s\t%s%s%s\n", c->section, c->host[0] ? c->host : "-",
+	const char *host = c->host[0] ? c->host : "-";
+	if (c->forwards[0] != '\0') {
+		/* One line per forward: each is a listener of its own. */
+		for (const char *f = c->forwards, *nl; (nl = strchr(f, '\n')) != NULL; f = nl + 1)
+			fprintf(c->out, "%s\t%s\tforward %.*s\n", c->section, host, (int)(nl - f), f);
+	} else if (c->remote_host[0] == '\0' && c->remote_port[0] == '\0') {
+		fprintf(c->out, "%s\t%s\t(defined in otoroshi target)\n", c->section, host);
+	} else {
+		fprintf(c->out, "%s\t%s\t%s%s%s\n", c->section, host,
 			c->remote_host[0] ? c->remote_host : "(target's host)", c->remote_port[0] ? ":" : "",
 			c->remote_port);
+	}
 	c->any = true;
-	c->host[0] = c->remote_host[0] = c->remote_port[0] = '\0';
+	c->host[0] = c->remote_host[0] = c->remote_port[0] = c->forwards[0] = '\0';
 }
 
 static int on_list_key(void *user, const char *section, const char *key, const char *value)
@@ -351,6 +358,11 @@ static int on_list_key(void *user, const char *section, const char *key, const c
 		snprintf(c->remote_host, sizeof(c->remote_host), "%s", value);
 	else if (strcmp(key, "remote-port") == 0)
 		snprintf(c->remote_port, sizeof(c->remote_port), "%s", value);
+	else if (strcmp(key, "forward") == 0) {
+		size_t used = strlen(c->forwards);
+		if (used + strlen(value) + 2 < sizeof(c->forwards))
+			snprintf(c->forwards + used, sizeof(c->forwards) - used, "%s\n", value);
+	}
 	return 1;
 }
 

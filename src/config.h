@@ -22,6 +22,20 @@ enum access_type {
 	ACCESS_PUBLIC,
 };
 
+/* One listener and the remote its tunnels ask for: from -L/--forward, a
+ * profile's `forward` lines, or (when neither is given) --local-host,
+ * --local-port, --remote-host and --remote-port. */
+struct forward_spec {
+	const char *local_host;
+	uint16_t local_port;
+	const char *remote_host; /* NULL: the route's own target */
+	uint16_t remote_port;    /* 0: none */
+	const char *spec;        /* as written ("15432:db:5432"), or NULL */
+};
+
+#define CONFIG_MAX_FORWARDS 32
+#define CONFIG_MAX_PROFILES 16
+
 struct tunnel_config {
 	/* --host exactly as given (goes into the Host header unchanged). */
 	const char *host;
@@ -56,7 +70,16 @@ struct tunnel_config {
 	bool proxy_insecure;       /* --proxy-insecure: no verification of the proxy */
 	bool stdio;         /* one tunnel over standard input and output */
 
-	const char *profile;     /* --profile NAME */
+	/* Where to listen and what to reach: at least one once parsed. */
+	struct forward_spec forwards[CONFIG_MAX_FORWARDS];
+	size_t n_forwards;
+
+	const char *profile;     /* --profile NAME: the one this config is */
+	const char *profiles[CONFIG_MAX_PROFILES]; /* every -p given, in order */
+	size_t n_profiles;
+	/* When set (1 to n_profiles), the command line is parsed for that
+	 * profile alone: a run of several profiles has one config each. */
+	size_t profile_index;
 	const char *config_file; /* --config FILE */
 	bool list_profiles;
 
@@ -71,8 +94,10 @@ struct tunnel_config {
 
 	/* A warning for the user (a secret in a file others can read), or "". */
 	char warning[512];
+	const char *log_format; /* --log-format (human or json), or NULL */
+	bool log_timestamps;    /* --log-timestamps */
 	/* Strings the config owns. */
-	char *owned[48];
+	char *owned[48 + CONFIG_MAX_FORWARDS];
 	size_t n_owned;
 	unsigned long given; /* bit per option id: set by a flag or the environment */
 };

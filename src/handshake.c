@@ -87,8 +87,15 @@ static void report_refusal(const struct handshake_who *who, const struct upgrade
 	char reason[128];
 	snprintf(reason, sizeof(reason), "%s", r->reason);
 	printable(reason);
-	log_error("Otoroshi refused the tunnel for %s: HTTP %d%s%s%s%s%s%s", who->peer, r->status, reason[0] ? " " : "",
-		  reason, text[0] ? ": " : "", text, hint ? " — " : "", hint ? hint : "");
+	const struct log_field fields[] = {
+		LOG_STR("peer", who->addr),
+		LOG_STR("forward", who->forward),
+		LOG_INT("http_status", r->status),
+		LOG_STR("otoroshi_message", text[0] ? text : NULL),
+	};
+	log_fields(LOG_ERROR, fields, sizeof(fields) / sizeof(fields[0]),
+		   "Otoroshi refused the tunnel for %s: HTTP %d%s%s%s%s%s%s", who->peer, r->status, reason[0] ? " " : "",
+		   reason, text[0] ? ": " : "", text, hint ? " — " : "", hint ? hint : "");
 }
 
 enum end_reason handshake_report(const struct handshake_who *who, struct handshake *h, int result, int *http_status)

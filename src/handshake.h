@@ -24,6 +24,10 @@ struct handshake_who {
 	const struct proxy *proxy; /* NULL: straight to the gateway */
 	const char *peer;          /* the local client, for logs */
 	uint64_t id;               /* the tunnel's number, for debug lines */
+	/* For the fields of JSON log lines: the local client's address alone
+	 * (peer may name the forward too), and the forward's name or NULL. */
+	const char *addr;
+	const char *forward;
 };
 
 struct handshake;

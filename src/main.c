@@ -83,105 +83,254 @@ static void say_ignored(const char *const *names, size_t n)
 			  names[i]);
 }
 
-static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct ignored *before, unsigned std_closed)
+/* The variables log_init could not read (LOG_INIT_BAD_* bits). */
+static void say_bad_env(int bad_env)
 {
+	if (bad_env & LOG_INIT_BAD_LEVEL)
+		log_warn("OTOROSHICTL holds an unknown log level (use error, warn, info, debug or trace): using info");
+	if (bad_env & LOG_INIT_BAD_STYLE)
+		log_warn("OTOROSHICTL_LOG_STYLE holds an unknown style (use auto, always or never): using auto");
+	if (bad_env & LOG_INIT_BAD_FORMAT)
+		log_warn("OTOROSHICTL_LOG_FORMAT holds an unknown format (use human or json): ignored");
+}
+
+/* One config of the run (the command line, or one profile of several) and
+ * what is built from it. */
+struct source {
 	struct tunnel_config cfg;
-	char err[512];
-	cli_defaults(&cfg);
-	cfg.std_closed = std_closed;
-	int rc = cli_parse_tcp_tunnel(argc, argv, &cfg, err, sizeof(err));
-	if (rc == CLI_HELP) {
-		cli_print_tcp_tunnel_help(stdout);
-		config_finish(&cfg);
-		return 0;
-	}
-	if (rc == CLI_LIST_PROFILES) {
-		char path[1024];
-		config_profile_path(&cfg, path, sizeof(path));
-		rc = config_list_profiles(path, stdout, err, sizeof(err));
-		config_finish(&cfg);
-		if (rc != 0) {
-			fprintf(stderr, "error: %s\n", err);
-			return CLI_EXIT_USAGE;
+	struct proxy proxy;
+	bool has_proxy;
+	struct tls_setup *tls, *proxy_tls;
+	bool shares_tls; /* tls is an earlier source's */
+};
+
+/* Two sources reach the same gateway the same way: one TLS setup serves
+ * both, and its session cache lets each resume the other's sessions. */
+static bool same_gateway_tls(const struct tunnel_config *a, const struct tunnel_config *b)
+{
+#define SAME_STR(f) ((a->f == NULL) == (b->f == NULL) && (a->f == NULL || strcmp(a->f, b->f) == 0))
+	return a->tls && b->tls && a->gw_port == b->gw_port && strcmp(a->gw_name, b->gw_name) == 0 &&
+	       a->insecure == b->insecure && SAME_STR(ca_cert) && SAME_STR(client_cert) && SAME_STR(client_key) &&
+	       SAME_STR(tls_server_name);
+#undef SAME_STR
+}
+
+/* The TLS setups and the proxy of srcs[i]; -1 with err on a usage error. */
+static int build_source(struct source *srcs, size_t i, char *err, size_t errlen)
+{
+	struct source *s = &srcs[i];
+	const struct tunnel_config *cfg = &s->cfg;
+	s->proxy.source = "--proxy";
+	if (cfg->tls) {
+		for (size_t k = 0; k < i && s->tls == NULL; k++) {
+			if (same_gateway_tls(&srcs[k].cfg, cfg)) {
+				s->tls = srcs[k].tls;
+				s->shares_tls = true;
+			}
 		}
-		return 0;
+		if (s->tls == NULL) {
+			struct tls_options o;
+			tls_options_gateway(&o, cfg);
+			if ((s->tls = tls_setup_create(&o, err, errlen)) == NULL)
+				return -1;
+			if (cfg->insecure)
+				log_warn("--insecure: the gateway's certificate is not verified; anyone on the path can "
+					 "pose as the gateway and take your credential");
+		}
 	}
-	if (rc != CLI_OK) {
-		fprintf(stderr, "error: %s\n", err);
-		config_finish(&cfg);
-		return CLI_EXIT_USAGE;
-	}
-	/* As a ProxyCommand the tunnel shares the terminal with ssh: it
-	 * speaks only when something goes wrong. */
-	if (cfg.stdio)
-		log_default(LOG_WARN);
-	if (verbose || cfg.verbose)
-		log_raise(LOG_DEBUG);
-	say_ignored(before->names, before->n);
-	say_ignored(cfg.ignored, cfg.n_ignored);
-	if (cfg.warning[0] != '\0')
-		log_warn("%s", cfg.warning);
-	raise_fd_limit();
-	if (rng_init() != 0) {
-		log_error("cannot seed the random generator from the system's entropy");
-		config_finish(&cfg);
-		return 1;
-	}
-	int status = CLI_EXIT_USAGE;
-	struct tls_setup *tls = NULL, *proxy_tls = NULL;
-	struct proxy proxy = {.source = "--proxy"};
-	if (cfg.tls) {
-		struct tls_options o;
-		tls_options_gateway(&o, &cfg);
-		if ((tls = tls_setup_create(&o, err, sizeof(err))) == NULL)
-			goto usage;
-		if (cfg.insecure)
-			log_warn("--insecure: the gateway's certificate is not verified; anyone on the path can "
-				 "pose as the gateway and take your credential");
-	}
-	const char *proxy_url = cfg.proxy;
+	const char *proxy_url = cfg->proxy;
 	if (proxy_url == NULL) {
-		proxy_url = proxy_from_env(cfg.tls, &proxy.source);
+		proxy_url = proxy_from_env(cfg->tls, &s->proxy.source);
 		const char *no_proxy = getenv("no_proxy");
 		if (no_proxy == NULL || no_proxy[0] == '\0')
 			no_proxy = getenv("NO_PROXY");
-		if (proxy_url != NULL && proxy_exempt(no_proxy, cfg.gw_name, cfg.gw_port)) {
-			log_debug("NO_PROXY covers %s: not using %s", cfg.host, proxy.source);
+		if (proxy_url != NULL && proxy_exempt(no_proxy, cfg->gw_name, cfg->gw_port)) {
+			log_debug("NO_PROXY covers %s: not using %s", cfg->host, s->proxy.source);
 			proxy_url = NULL;
 		}
 	}
-	if (proxy_url != NULL && proxy_parse_url(proxy_url, &proxy, err, sizeof(err)) != 0)
-		goto usage;
-	if ((cfg.proxy_ca_cert != NULL || cfg.proxy_insecure) && (proxy_url == NULL || !proxy.tls)) {
-		snprintf(err, sizeof(err), "%s only applies with an https:// proxy (--proxy, HTTPS_PROXY or HTTP_PROXY)%s",
-			 cfg.proxy_ca_cert ? "--proxy-ca-cert" : "--proxy-insecure",
+	if (proxy_url != NULL && proxy_parse_url(proxy_url, &s->proxy, err, errlen) != 0)
+		return -1;
+	s->has_proxy = proxy_url != NULL;
+	if ((cfg->proxy_ca_cert != NULL || cfg->proxy_insecure) && (proxy_url == NULL || !s->proxy.tls)) {
+		snprintf(err, errlen, "%s only applies with an https:// proxy (--proxy, HTTPS_PROXY or HTTP_PROXY)%s",
+			 cfg->proxy_ca_cert ? "--proxy-ca-cert" : "--proxy-insecure",
 			 proxy_url != NULL ? "; the proxy in use is http://" : "; no proxy is in use");
-		goto usage;
+		return -1;
 	}
-	if (proxy_url != NULL && proxy.tls) {
+	if (proxy_url != NULL && s->proxy.tls) {
 		struct tls_options o = {
-			.ca_cert = cfg.proxy_ca_cert,
+			.ca_cert = cfg->proxy_ca_cert,
 			.ca_flag = "--proxy-ca-cert",
-			.insecure = cfg.proxy_insecure,
+			.insecure = cfg->proxy_insecure,
 			.proxy = true,
 		};
-		if ((proxy_tls = tls_setup_create(&o, err, sizeof(err))) == NULL)
-			goto usage;
-		if (cfg.proxy_insecure)
+		if ((s->proxy_tls = tls_setup_create(&o, err, errlen)) == NULL)
+			return -1;
+		if (cfg->proxy_insecure)
 			log_warn("--proxy-insecure: the proxy's certificate is not verified; anyone on the path can pose "
 				 "as the proxy and read its credential");
 	}
-	status = listener_run(&cfg, proxy_url != NULL ? &proxy : NULL, tls, proxy_tls);
-	goto out;
-usage:
-	fprintf(stderr, "error: %s\n", err);
+	return 0;
+}
+
+static void free_sources(struct source *srcs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		proxy_finish(&srcs[i].proxy);
+		tls_setup_destroy(srcs[i].proxy_tls);
+		if (!srcs[i].shares_tls)
+			tls_setup_destroy(srcs[i].tls);
+		config_finish(&srcs[i].cfg);
+	}
+	free(srcs);
+}
+
+/* Parses the command line into one config, or one per profile when -p is
+ * given several times. Returns true with *out and *n set, or false with
+ * the exit status to end with (after the help, the profile list, a usage
+ * error). */
+static bool parse_sources(int argc, char **argv, unsigned std_closed, struct source **out, size_t *n, int *status)
+{
+	char err[512];
+	struct source *srcs = calloc(1, sizeof(*srcs));
+	if (srcs == NULL) {
+		fprintf(stderr, "error: out of memory\n");
+		*status = 1;
+		return false;
+	}
+	cli_defaults(&srcs[0].cfg);
+	srcs[0].cfg.std_closed = std_closed;
+	int rc = cli_parse_tcp_tunnel(argc, argv, &srcs[0].cfg, err, sizeof(err));
+	if (rc == CLI_PROFILES) {
+		/* The same command line, once for each profile. */
+		size_t count = srcs[0].cfg.n_profiles;
+		free_sources(srcs, 1);
+		if ((srcs = calloc(count, sizeof(*srcs))) == NULL) {
+			fprintf(stderr, "error: out of memory\n");
+			*status = 1;
+			return false;
+		}
+		for (size_t k = 0; k < count; k++) {
+			cli_defaults(&srcs[k].cfg);
+			srcs[k].cfg.std_closed = std_closed;
+			srcs[k].cfg.profile_index = k + 1;
+			rc = cli_parse_tcp_tunnel(argc, argv, &srcs[k].cfg, err, sizeof(err));
+			if (rc != CLI_OK) {
+				fprintf(stderr, "error: %s\n", err);
+				free_sources(srcs, k + 1);
+				*status = CLI_EXIT_USAGE;
+				return false;
+			}
+		}
+		*out = srcs;
+		*n = count;
+		return true;
+	}
+	if (rc == CLI_HELP) {
+		cli_print_tcp_tunnel_help(stdout);
+		free_sources(srcs, 1);
+		*status = 0;
+		return false;
+	}
+	if (rc == CLI_LIST_PROFILES) {
+		char path[1024];
+		config_profile_path(&srcs[0].cfg, path, sizeof(path));
+		rc = config_list_profiles(path, stdout, err, sizeof(err));
+		free_sources(srcs, 1);
+		if (rc != 0) {
+			fprintf(stderr, "error: %s\n", err);
+			*status = CLI_EXIT_USAGE;
+			return false;
+		}
+		*status = 0;
+		return false;
+	}
+	if (rc != CLI_OK) {
+		fprintf(stderr, "error: %s\n", err);
+		free_sources(srcs, 1);
+		*status = CLI_EXIT_USAGE;
+		return false;
+	}
+	*out = srcs;
+	*n = 1;
+	return true;
+}
+
+/* --log-format and --log-timestamps, before the run's first line: the
+ * first config that sets a format decides (the flag wins over
+ * OTOROSHICTL_LOG_FORMAT, which log_init read). */
+static void apply_log_options(const struct source *srcs, size_t n)
+{
+	enum log_format f;
+	for (size_t i = 0; i < n; i++) {
+		if (srcs[i].cfg.log_format != NULL && log_format_parse(srcs[i].cfg.log_format, &f) == 0) {
+			log_set_format(f);
+			break;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (srcs[i].cfg.log_timestamps)
+			log_set_timestamps(true);
+}
+
+static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct ignored *before, unsigned std_closed,
+			  int bad_env)
+{
+	struct source *srcs = NULL;
+	size_t n = 0;
+	int status = 0;
+	if (!parse_sources(argc, argv, std_closed, &srcs, &n, &status)) {
+		say_bad_env(bad_env);
+		return status;
+	}
+	apply_log_options(srcs, n);
+	say_bad_env(bad_env);
+	/* As a ProxyCommand the tunnel shares the terminal with ssh: it
+	 * speaks only when something goes wrong. */
+	if (srcs[0].cfg.stdio)
+		log_default(LOG_WARN);
+	bool any_verbose = verbose;
+	for (size_t i = 0; i < n; i++)
+		any_verbose = any_verbose || srcs[i].cfg.verbose;
+	if (any_verbose)
+		log_raise(LOG_DEBUG);
+	say_ignored(before->names, before->n);
+	say_ignored(srcs[0].cfg.ignored, srcs[0].cfg.n_ignored);
+	for (size_t i = 0; i < n; i++)
+		if (srcs[i].cfg.warning[0] != '\0' && (i == 0 || strcmp(srcs[i].cfg.warning, srcs[0].cfg.warning) != 0))
+			log_warn("%s", srcs[i].cfg.warning);
+	raise_fd_limit();
+	if (rng_init() != 0) {
+		log_error("cannot seed the random generator from the system's entropy");
+		free_sources(srcs, n);
+		return 1;
+	}
+	status = CLI_EXIT_USAGE;
+	char err[512];
+	struct listener_source *ls = calloc(n, sizeof(*ls));
+	if (ls == NULL) {
+		log_error("out of memory");
+		status = 1;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (build_source(srcs, i, err, sizeof(err)) != 0) {
+			if (n > 1)
+				fprintf(stderr, "error: profile '%s': %s\n", srcs[i].cfg.profile, err);
+			else
+				fprintf(stderr, "error: %s\n", err);
+			goto out;
+		}
+		ls[i] = (struct listener_source){&srcs[i].cfg, srcs[i].has_proxy ? &srcs[i].proxy : NULL, srcs[i].tls,
+						 srcs[i].proxy_tls};
+	}
+	status = listener_run(ls, n);
 out:
+	free(ls);
 	bufq_pool_drain();
-	proxy_finish(&proxy);
-	tls_setup_destroy(proxy_tls);
-	tls_setup_destroy(tls);
+	free_sources(srcs, n);
 	rng_finish();
-	config_finish(&cfg);
 	return status;
 }
 
@@ -224,17 +373,16 @@ int main(int argc, char **argv)
 			break;
 		}
 	}
-	if (bad_env & LOG_INIT_BAD_LEVEL)
-		log_warn("OTOROSHICTL holds an unknown log level (use error, warn, info, debug or trace): using info");
-	if (bad_env & LOG_INIT_BAD_STYLE)
-		log_warn("OTOROSHICTL_LOG_STYLE holds an unknown style (use auto, always or never): using auto");
+	/* For tcp-tunnel, once its --log-format is known. */
+	if (i >= argc || !is_tcp_tunnel(argv[i]))
+		say_bad_env(bad_env);
 	if (i >= argc) {
 		cli_print_main_help(stderr);
 		return CLI_EXIT_USAGE;
 	}
 	const char *cmd = argv[i];
 	if (is_tcp_tunnel(cmd))
-		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose, &before, std_closed);
+		return run_tcp_tunnel(argc - i - 1, argv + i + 1, verbose, &before, std_closed, bad_env);
 	if (strcmp(cmd, "completions") == 0) {
 		if (i + 2 < argc) {
 			fprintf(stderr, "error: completions takes one shell, not '%s' after it (as in 'otoroshictl "

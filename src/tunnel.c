@@ -106,7 +106,8 @@ struct tunnel {
 	struct tunnel_env *env;
 	struct tunnel_owner *owner;
 	uint64_t id;
-	char peer[64]; /* the local client, for logs */
+	char addr[64];   /* the local client's address */
+	char label[160]; /* how logs name it: the address, and the forward when there are several */
 	uint64_t started_ms;
 
 	enum phase phase;
@@ -260,13 +261,13 @@ static enum end_reason explain_close(struct tunnel *t, uint16_t code)
 	bool early = t->bytes_down == 0 && now - t->opened_at < TUNNEL_EARLY_CLOSE_MS;
 	if (code == 1011 && silence >= TUNNEL_IDLE_SILENCE_MS) {
 		log_warn("Otoroshi closed the idle tunnel for %s (Close 1011 after %" PRIu64 " s without traffic): the "
-			 "route's backend idle timeout; a --keepalive below it keeps quiet tunnels open%s", t->peer,
+			 "route's backend idle timeout; a --keepalive below it keeps quiet tunnels open%s", t->label,
 			 silence / 1000, t->bytes_down == 0 ? " (nothing ever came back: the target may also be unreachable)" : "");
 		return END_GATEWAY_IDLE;
 	}
 	if (code == 1011 && t->bytes_down == 0) {
 		log_error("Otoroshi could not reach the remote service for %s (Close 1011 %s): check "
-			  "--remote-host/--remote-port and that the route's target is up%s", t->peer,
+			  "--remote-host/--remote-port and that the route's target is up%s", t->label,
 			  early ? "right after the handshake" : "before any data", dynamic_target_hint(t));
 		return END_TARGET_UNREACHABLE;
 	}
@@ -277,9 +278,9 @@ static enum end_reason explain_close(struct tunnel *t, uint16_t code)
 	if (early)
 		log_warn("Otoroshi closed the tunnel for %s with code %u (%s) right after the handshake, before any "
 			 "data: the route may lack the TCP tunnel plugin (Otoroshi then hands the WebSocket to the "
-			 "route's backend)", t->peer, code, ws_describe_code(code));
+			 "route's backend)", t->label, code, ws_describe_code(code));
 	else
-		log_warn("Otoroshi closed the tunnel for %s with code %u (%s)", t->peer, code, ws_describe_code(code));
+		log_warn("Otoroshi closed the tunnel for %s with code %u (%s)", t->label, code, ws_describe_code(code));
 	return END_GATEWAY_ERROR;
 }
 
@@ -316,7 +317,7 @@ static void feed_frames(struct tunnel *t, const uint8_t *data, size_t len)
 {
 	int rc = len > 0 ? ws_feed(t->ws, data, len) : WS_OK;
 	if (rc == WS_ERR_PROTOCOL) {
-		log_error("Otoroshi sent an invalid WebSocket frame for %s: %s; closing the tunnel", t->peer,
+		log_error("Otoroshi sent an invalid WebSocket frame for %s: %s; closing the tunnel", t->label,
 			  ws_error_detail(t->ws));
 		say(t, END_PROTOCOL_ERROR);
 		/* wslay queued a Close (1002) and reads no more. */
@@ -330,7 +331,7 @@ static void feed_frames(struct tunnel *t, const uint8_t *data, size_t len)
 
 static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 {
-	struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 	size_t used = 0;
 	int rc = handshake_feed(t->hs, data, len, &used);
 	if (rc == UPGRADE_NEED_MORE)
@@ -346,7 +347,7 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 	t->timer_use = TIMER_NONE;
 	t->opened_at = t->traffic_at = now_ms(t);
 	liveness_init(&t->live, t->opened_at);
-	log_debug("tunnel %" PRIu64 ": WebSocket open for %s", t->id, t->peer);
+	log_debug("tunnel %" PRIu64 ": WebSocket open for %s", t->id, t->label);
 	/* Frames that came in the same read as the head are the first data. */
 	feed_frames(t, data + used, len - used);
 }
@@ -356,7 +357,7 @@ static void ev_upstream_opened(void *user, int status, enum stream_stage stage, 
 	struct tunnel *t = user;
 	if (t->phase != PHASE_CONNECTING)
 		return;
-	struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 	if (status < 0) {
 		t->end_now = handshake_report_open_failure(&who, status, stage, detail, now_ms(t));
 		proceed(t);
@@ -386,16 +387,16 @@ static void ev_upstream_read(void *user, const uint8_t *data, size_t len)
 static void ev_upstream_ended(void *user, int status)
 {
 	struct tunnel *t = user;
-	struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 	if (t->phase == PHASE_HANDSHAKE) {
 		t->end_now = handshake_report_eof(&who, t->hs, status, &t->http_status);
 	} else if (t->phase == PHASE_OPEN) {
 		enum end_reason r = END_NONE;
 		if (t->gateway == GW_OPEN && t->up < UP_CLOSED) {
 			if (status == UV_EOF)
-				log_warn("Otoroshi ended the connection for %s without a WebSocket Close", t->peer);
+				log_warn("Otoroshi ended the connection for %s without a WebSocket Close", t->label);
 			else
-				log_warn("the connection to Otoroshi for %s failed: %s", t->peer, uv_strerror(status));
+				log_warn("the connection to Otoroshi for %s failed: %s", t->label, uv_strerror(status));
 			r = END_GATEWAY_LOST;
 		}
 		gateway_gone(t, r);
@@ -449,7 +450,7 @@ static const struct stream_events upstream_events = {
 
 static void local_gone(struct tunnel *t, int status)
 {
-	log_debug("tunnel %" PRIu64 ": local connection from %s failed: %s", t->id, t->peer, uv_strerror(status));
+	log_debug("tunnel %" PRIu64 ": local connection from %s failed: %s", t->id, t->label, uv_strerror(status));
 	say(t, END_LOCAL_RESET);
 	advance_local_in(t, LIN_GONE);
 	advance_down(t, DOWN_CLOSED);
@@ -465,7 +466,7 @@ static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
 	if (nread == 0)
 		return;
 	if (nread == UV_EOF) {
-		log_debug("tunnel %" PRIu64 ": local client %s finished sending", t->id, t->peer);
+		log_debug("tunnel %" PRIu64 ": local client %s finished sending", t->id, t->label);
 		say(t, END_LOCAL_CLOSE);
 		advance_local_in(t, LIN_EOF);
 	} else if (nread < 0) {
@@ -558,7 +559,7 @@ static void on_timer(uv_timer_t *timer)
 	enum timer_use use = t->timer_use;
 	t->timer_use = TIMER_NONE;
 	if (use == TIMER_HANDSHAKE) {
-		struct handshake_who who = {t->env->cfg, t->env->proxy, t->peer, t->id};
+		struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 		handshake_report_timeout(&who, upstream_stage(&t->upstream), TUNNEL_HANDSHAKE_TIMEOUT_MS / 1000);
 		t->end_now = END_HANDSHAKE_TIMEOUT;
 	} else if (use == TIMER_DRAIN) {
@@ -588,6 +589,26 @@ static void close_handle(struct tunnel *t, uv_handle_t *h)
 	(void)t;
 }
 
+/* The summary's fields for JSON log lines: what its message says, the
+ * address without the forward's name, and no close code or HTTP status
+ * when there was none. */
+#define SUMMARY_FIELDS 8
+static size_t summary_fields(const struct tunnel *t, uint64_t ms, struct log_field out[SUMMARY_FIELDS])
+{
+	size_t n = 0;
+	out[n++] = LOG_STR("peer", t->addr);
+	out[n++] = LOG_STR("forward", t->env->name);
+	out[n++] = LOG_INT("duration_ms", ms);
+	out[n++] = LOG_INT("bytes_sent", t->bytes_up);
+	out[n++] = LOG_INT("bytes_received", t->bytes_down);
+	out[n++] = LOG_STR("reason", end_reason_text(t->reason));
+	if (t->close_code != 0)
+		out[n++] = LOG_INT("close_code", t->close_code);
+	if (t->http_status != 0)
+		out[n++] = LOG_INT("http_status", t->http_status);
+	return n;
+}
+
 /* Ends the tunnel: the summary line, then every handle is closed and the
  * connection to the gateway told to close. Nothing is freed here. */
 static void end(struct tunnel *t, enum end_reason r)
@@ -600,12 +621,13 @@ static void end(struct tunnel *t, enum end_reason r)
 		snprintf(extra, sizeof(extra), ", HTTP %d", t->http_status);
 	else if (t->close_code != 0)
 		snprintf(extra, sizeof(extra), ", Close %u", t->close_code);
-	log_info("Tunnel from %s closed after %" PRIu64 ".%03u s: %" PRIu64 " bytes sent, %" PRIu64
-		 " bytes received (%s%s)", t->peer, ms / 1000, (unsigned)(ms % 1000), t->bytes_up, t->bytes_down,
-		 end_reason_text(t->reason), extra);
+	struct log_field fields[SUMMARY_FIELDS];
+	log_fields(LOG_INFO, fields, summary_fields(t, ms, fields), "Tunnel from %s closed after %" PRIu64 ".%03u s: %"
+		   PRIu64 " bytes sent, %" PRIu64 " bytes received (%s%s)", t->label, ms / 1000, (unsigned)(ms % 1000),
+		   t->bytes_up, t->bytes_down, end_reason_text(t->reason), extra);
 	if (t->discarded > 0)
 		log_debug("tunnel %" PRIu64 ": %" PRIu64 " bytes from %s arrived after the gateway closed and were dropped",
-			  t->id, t->discarded, t->peer);
+			  t->id, t->discarded, t->label);
 	uv_timer_stop(&t->timer);
 	close_handle(t, (uv_handle_t *)&t->timer);
 	close_handle(t, (uv_handle_t *)t->in);
@@ -803,11 +825,11 @@ static bool all_done(const struct tunnel *t)
 static void flush_failed(struct tunnel *t, int rc)
 {
 	if (rc == UV_ENOMEM) {
-		log_error("out of memory for the tunnel of %s", t->peer);
+		log_error("out of memory for the tunnel of %s", t->label);
 		t->end_now = END_NO_MEMORY;
 		return;
 	}
-	log_warn("the connection to Otoroshi for %s failed: %s", t->peer, uv_strerror(rc));
+	log_warn("the connection to Otoroshi for %s failed: %s", t->label, uv_strerror(rc));
 	t->end_now = END_GATEWAY_LOST;
 }
 
@@ -911,7 +933,7 @@ static void begin(struct tunnel *t, int local_handles)
 	t->open_handles = local_handles + 2;
 	t->ws = ws_create(&ws_cbs, t, upstream_stream(&t->upstream));
 	if (t->ws == NULL) {
-		log_error("out of memory for the tunnel of %s", t->peer);
+		log_error("out of memory for the tunnel of %s", t->label);
 		t->end_now = END_NO_MEMORY;
 		proceed(t);
 		return;
@@ -930,6 +952,14 @@ static void format_peer(const uv_tcp_t *tcp, char *out, size_t outlen)
 	snprintf(out, outlen, "?");
 	if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) == 0)
 		url_format_sockaddr((const struct sockaddr *)&ss, out, outlen);
+}
+
+static void set_label(struct tunnel *t)
+{
+	if (t->env->name != NULL)
+		snprintf(t->label, sizeof(t->label), "%s [%s]", t->addr, t->env->name);
+	else
+		snprintf(t->label, sizeof(t->label), "%s", t->addr);
 }
 
 static void free_unstarted(uv_handle_t *handle)
@@ -956,8 +986,9 @@ int tunnel_start(struct tunnel_env *env, struct tunnel_owner *owner, uv_stream_t
 		return rc;
 	}
 	t->in = t->out = (uv_stream_t *)&t->local;
-	format_peer(&t->local, t->peer, sizeof(t->peer));
-	log_info("New TCP connection from: %s", t->peer);
+	format_peer(&t->local, t->addr, sizeof(t->addr));
+	set_label(t);
+	log_info("New TCP connection from: %s", t->label);
 	uv_tcp_nodelay(&t->local, 1);
 	*out = t;
 	begin(t, 1);
@@ -1013,7 +1044,8 @@ int tunnel_start_stdio(struct tunnel_env *env, struct tunnel_owner *owner, struc
 	t->stdio = p;
 	t->in = (uv_stream_t *)&p->in;
 	t->out = (uv_stream_t *)&p->out;
-	snprintf(t->peer, sizeof(t->peer), "stdio");
+	snprintf(t->addr, sizeof(t->addr), "stdio");
+	set_label(t);
 	*out = t;
 	int rc = open_std(env->loop, 0, kin, &p->in, t);
 	if (rc == 0)
@@ -1044,6 +1076,24 @@ int tunnel_start_stdio(struct tunnel_env *env, struct tunnel_owner *owner, struc
 	return 0;
 }
 
+void tunnel_get_status(const struct tunnel *t, uint64_t now, struct tunnel_status *out)
+{
+	out->addr = t->addr;
+	out->forward = t->env->name;
+	out->age_ms = now - t->started_ms;
+	out->bytes_sent = t->bytes_up;
+	out->bytes_received = t->bytes_down;
+	switch (t->phase) {
+	case PHASE_CONNECTING: out->state = "connecting"; break;
+	case PHASE_HANDSHAKE: out->state = "upgrading"; break;
+	case PHASE_OPEN:
+		out->state = t->local_in == LIN_OPEN && t->up == UP_OPEN && t->gateway == GW_OPEN && t->down == DOWN_OPEN
+				     ? "open" : "ending";
+		break;
+	default: out->state = "ended"; break;
+	}
+}
+
 void tunnel_shutdown(struct tunnel *t)
 {
 	if (t->phase == PHASE_ENDED)
@@ -1058,9 +1108,10 @@ void tunnel_shutdown(struct tunnel *t)
 	proceed(t);
 }
 
-void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
+void tunnel_check_alive(struct tunnel *t, uint64_t now)
 {
-	if (t->phase != PHASE_OPEN || t->down != DOWN_OPEN || gateway_done(t))
+	uint64_t interval = (uint64_t)t->env->cfg->keepalive * 1000;
+	if (interval == 0 || t->phase != PHASE_OPEN || t->down != DOWN_OPEN || gateway_done(t))
 		return;
 	/* A tunnel that stopped reading for backpressure hears nothing by its
 	 * own choice: that is not the gateway's silence. */
@@ -1073,7 +1124,7 @@ void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval)
 	switch (liveness_check(&t->live, &sample, now, interval)) {
 	case LIVENESS_DEAD:
 		log_warn("Otoroshi stopped answering for %s: nothing received for %" PRIu64 " s, not even a Pong, and "
-			 "nothing sent to it moved (--keepalive %" PRIu64 ")", t->peer,
+			 "nothing sent to it moved (--keepalive %" PRIu64 ")", t->label,
 			 liveness_quiet(&t->live, now) / 1000, interval / 1000);
 		gateway_gone(t, END_GATEWAY_SILENT);
 		proceed(t);

@@ -40,6 +40,8 @@ struct tunnel_env {
 	const struct proxy *proxy;    /* NULL: straight to the gateway */
 	struct tls_setup *tls;        /* NULL: ws:// */
 	struct tls_setup *proxy_tls;  /* an https:// proxy's, or NULL */
+	/* The forward's name in logs, when the run has several; else NULL. */
+	const char *name;
 	uint64_t next_id;
 };
 
@@ -92,8 +94,18 @@ void tunnel_shutdown(struct tunnel *t);
 /* Closes everything at once. */
 void tunnel_abort(struct tunnel *t);
 /* The keepalive check, run for every tunnel by the owner's one timer (see
- * liveness.h): a tunnel whose gateway gave no sign of life for `interval`
- * ms sends a Ping; one with none for twice that ends. */
-void tunnel_check_alive(struct tunnel *t, uint64_t now, uint64_t interval);
+ * liveness.h): a tunnel whose gateway gave no sign of life for its
+ * --keepalive interval sends a Ping; one with none for twice that ends. */
+void tunnel_check_alive(struct tunnel *t, uint64_t now);
+
+/* What a status report (SIGUSR1) shows of one tunnel. */
+struct tunnel_status {
+	const char *addr;    /* the local client's address, or "stdio" */
+	const char *forward; /* the env's name, or NULL */
+	uint64_t age_ms;
+	uint64_t bytes_sent, bytes_received; /* payload, as in the summary */
+	const char *state;   /* connecting, upgrading, open, ending, ended */
+};
+void tunnel_get_status(const struct tunnel *t, uint64_t now, struct tunnel_status *out);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha1.h>
@@ -387,39 +388,64 @@ int upgrade_response_eof(struct upgrade_response *r)
 	return r->result;
 }
 
-/* Copies the JSON string value of `key` from body into out, unescaping the
- * simple escapes. True when found. */
-static bool json_string_value(const char *body, const char *key, char *out, size_t outlen)
+/* In a body that is not JSON (cut at UPGRADE_MAX_BODY, or sloppy), the
+ * JSON value after the first `"key":`, or NULL. */
+static json_t *loose_value(const char *body, size_t len, const char *key)
 {
 	char pattern[64];
 	snprintf(pattern, sizeof(pattern), "\"%s\"", key);
-	const char *p = body;
-	for (;;) {
-		p = strstr(p, pattern);
-		if (p == NULL)
-			return false;
+	for (const char *p = body; (p = strstr(p, pattern)) != NULL;) {
 		p += strlen(pattern);
-		while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p += strspn(p, " \t\r\n");
+		if (*p == ':') {
 			p++;
-		if (*p == ':')
-			break;
-	}
-	p++;
-	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-		p++;
-	if (*p++ != '"')
-		return false;
-	size_t o = 0;
-	for (; *p && *p != '"' && o + 1 < outlen; p++) {
-		char c = *p;
-		if (c == '\\' && p[1]) {
-			p++;
-			c = *p == 'n' ? ' ' : *p == 't' ? ' ' : *p == 'r' ? ' ' : *p;
+			return json_loadb(p, len - (size_t)(p - body), JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK, NULL);
 		}
-		out[o++] = c;
 	}
-	out[o] = '\0';
-	return true;
+	return NULL;
+}
+
+/* The string value of key in object, else in the objects and arrays it
+ * holds, depth first (other servers nest theirs: {"error":{"message":...}}). */
+static const char *find_string(const json_t *v, const char *key, int depth)
+{
+	const char *found = NULL;
+	if (json_is_object(v)) {
+		found = json_string_value(json_object_get(v, key));
+		const char *k;
+		json_t *child;
+		json_object_foreach((json_t *)v, k, child) {
+			if (found != NULL || depth <= 0)
+				break;
+			found = find_string(child, key, depth - 1);
+		}
+	} else if (json_is_array(v)) {
+		for (size_t i = 0; i < json_array_size(v) && found == NULL && depth > 0; i++)
+			found = find_string(json_array_get(v, i), key, depth - 1);
+	}
+	return found;
+}
+
+/* A JSON body's message: the first of Otoroshi's "Otoroshi-Error" and
+ * "error_description", then other servers' "error" and "message", that is
+ * a string, copied into out (cut to fit). True when found. */
+static bool json_body_text(const struct upgrade_response *r, char *out, size_t outlen)
+{
+	static const char *const keys[] = {"Otoroshi-Error", "error_description", "error", "message"};
+	/* A key given twice is read loosely: its first value, not jansson's last. */
+	json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, NULL);
+	bool whole = json_is_object(root) || json_is_array(root), found = false;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !found; i++) {
+		json_t *loose = whole ? NULL : loose_value(r->body, r->body_len, keys[i]);
+		const char *v = whole ? find_string(root, keys[i], 8) : json_string_value(loose);
+		if (v != NULL) {
+			snprintf(out, outlen, "%s", v);
+			found = true;
+		}
+		json_decref(loose);
+	}
+	json_decref(root);
+	return found;
 }
 
 /* Replaces control characters so that a hostile body cannot forge log
@@ -486,10 +512,7 @@ void upgrade_refusal_text(const struct upgrade_response *r, char *out, size_t ou
 		return;
 	} else if (is_html(r)) {
 		html_title(r->body, out, outlen);
-	} else if (!json_string_value(r->body, "Otoroshi-Error", out, outlen) &&
-		   !json_string_value(r->body, "error_description", out, outlen) &&
-		   !json_string_value(r->body, "error", out, outlen) &&
-		   !json_string_value(r->body, "message", out, outlen)) {
+	} else if (!json_body_text(r, out, outlen)) {
 		size_t n = strcspn(r->body, "\r\n");
 		const size_t cap = 200;
 		if (n > cap)

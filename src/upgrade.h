@@ -92,7 +92,8 @@ int upgrade_response_eof(struct upgrade_response *r);
 
 /* Otoroshi's message for a refusal: the Otoroshi-Error-Msg header; without
  * it, from a JSON body, "Otoroshi-Error" or "error_description" (then, for
- * other servers, "error" or "message"); of an HTML body only its title ("an
+ * other servers, "error" or "message", nested ones too), escapes decoded,
+ * and found in a body cut short too; of an HTML body only its title ("an
  * HTML error page" without one), never the markup; else the body's first
  * line. Made printable and cut to fit; "" when there is nothing. */
 void upgrade_refusal_text(const struct upgrade_response *r, char *out, size_t outlen);

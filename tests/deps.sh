@@ -3,9 +3,9 @@
 # when running as root.
 # What building and the demo need, then what the whole test suite adds.
 OTOROSHICTL_BUILD_PACKAGES="build-essential pkg-config meson ninja-build libuv1-dev libwslay-dev libmbedtls-dev \
-libinih-dev libcmocka-dev scdoc python3 python3-websockets"
+libinih-dev libjansson-dev libsystemd-dev libcmocka-dev scdoc python3 python3-websockets"
 OTOROSHICTL_PACKAGES="$OTOROSHICTL_BUILD_PACKAGES valgrind clang libclang-rt-14-dev python3-pytest \
-redis-server redis-tools socat openssl openssh-server openssh-client tinyproxy zsh fish"
+redis-server redis-tools socat openssl openssh-server openssh-client tinyproxy zsh fish systemd"
 
 # ensure_deps [PACKAGES]: the whole list by default.
 ensure_deps() {

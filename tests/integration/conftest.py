@@ -61,7 +61,7 @@ def tunnel(home):
     """tunnel(host, *args, level='info', env=None, wait_ready=True) -> TunnelProcess.
 
     `host` is a GatewayProcess (its address is used) or a string for --host;
-    `--local-port 0` is added unless the args give --local-port."""
+    `--local-port 0` is added unless the args give --local-port or -L/--forward."""
     made = []
 
     def make(host, *args, level="info", env=None, wait_ready=True, command="tcp-tunnel",
@@ -70,7 +70,7 @@ def tunnel(home):
             host = host.addr
         args = [str(a) for a in args]
         full = ["--host", host] if host is not None else []
-        if "--local-port" not in args:
+        if "--local-port" not in args and not any(a in ("-L", "--forward") for a in args):
             full += ["--local-port", "0"]
         full += args
         t = TunnelProcess(full, clean_env(home, level, env), wait_ready=wait_ready,

@@ -1,12 +1,14 @@
 """Helpers for driving the real otoroshictl binary in integration tests.
 
 TunnelProcess runs `otoroshictl tcp-tunnel ...`, collects its stderr lines in a
-background thread, learns the bound port from the `TCP tunnel listening on ...` line,
-and stops or kills the process on close(). The transfer helpers move bytes through a
+background thread, learns the bound port from the `TCP tunnel listening on ...` line
+(or, with --log-format json, from that JSON line's message), and stops or kills the
+process on close(). The transfer helpers move bytes through a
 local connection with separate sender and receiver threads and hard deadlines.
 """
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -25,9 +27,21 @@ LOGGER = "otoroshictl::tunnels::tcp"
 LINE_RE = re.compile(r"^\[(INFO |ERROR|WARN |DEBUG|TRACE) " + re.escape(LOGGER) + r"\] (.*)$")
 LISTEN_RE = re.compile(
     r"TCP tunnel listening on (?P<addr>\S+):(?P<port>\d+) \u2192 (?P<remote>.+) "
-    r"via Otoroshi \((?P<host>.+)\)$"
+    r"via Otoroshi \((?P<host>[^)]+)\)(?: \[(?P<name>[^\]]+)\])?$"
 )
 READY = "TCP tunnel ready, waiting for connections ..."
+
+
+def json_message(line):
+    """The message of a JSON log line (--log-format json), or None for any other line."""
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    message = obj.get("message") if isinstance(obj, dict) else None
+    return message if isinstance(message, str) else None
 
 
 def binary():
@@ -88,13 +102,16 @@ class TunnelProcess:
             return "\n".join(self.lines)
 
     def wait_for(self, pattern, timeout=10, start=0):
-        """The first stderr line at index >= start matching `pattern` (re.search)."""
+        """The first stderr line at index >= start matching `pattern` (re.search); a JSON
+        log line matches when its message does."""
         rx = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
                 for line in self.lines[start:]:
                     m = rx.search(line)
+                    if not m and (message := json_message(line)) is not None:
+                        m = rx.search(message)
                     if m:
                         return m
                 left = deadline - time.monotonic()
@@ -283,5 +300,5 @@ def route(access, target, host="127.0.0.1", **fields):
 __all__ = [
     "public_route", "route",
     "LINE_RE", "LISTEN_RE", "READY", "RssSampler", "Transfer", "TunnelProcess", "binary",
-    "clean_env", "echo_once", "expect_closed", "run_cli", "wait_until",
+    "clean_env", "echo_once", "expect_closed", "json_message", "run_cli", "wait_until",
 ]

@@ -21,7 +21,8 @@ import pytest
 
 from harness import make_certificate
 from helpers import (
-    Transfer, clean_env, echo_once, expect_closed, public_route, run_cli,
+    LISTEN_RE, READY, Transfer, TunnelProcess, clean_env, echo_once, expect_closed, public_route,
+    run_cli,
 )
 from pki import Pki, describe
 from services import SourceServer, random_bytes, sha256
@@ -549,6 +550,40 @@ def test_second_tunnel_resumes_the_first_ones_session(gateway, tunnel, echo, pki
     for m in marks[1:]:
         line = t.wait_for(r"TLS to \S+ established", 5, start=m).string
         assert line.endswith("established (session resumed)"), line
+
+
+def test_every_forward_resumes_the_session_of_another(gateway, tunnel, echo, pki, home, tmp_path):
+    """Forwards to one gateway share one TLS session cache: -L forwards, and profiles
+    that reach the same gateway the same way."""
+    g = tls_gateway(gateway, pki.localhost, [public_route("${req.query.remoteHost}:"
+                                                          "${req.query.remotePort}", host="*")])
+    t = wss_tunnel(tunnel, g, "--ca-cert", pki.ca.cert, *PUBLIC, "-L", f"0:127.0.0.1:{echo.port}",
+                   "-L", f"0:localhost:{echo.port}")
+    t.wait_for(re.escape(READY))
+    ports = [int(m.group("port")) for m in map(LISTEN_RE.search, t.text().splitlines()) if m]
+    assert len(ports) == 2
+    for i, port in enumerate(ports + ports[::-1]):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            assert echo_once(s, b"hop %d" % i) == b"hop %d" % i
+        g.wait_records("tls", i + 1)
+    assert [r["session_reused"] for r in g.records("tls")] == [False, True, True, True]
+
+    ini = tmp_path / "two.ini"
+    profile = (f"host = localhost:{g.port}\ntls = true\nca-cert = {pki.ca.cert}\naccess-type = public\n"
+               f"local-port = 0\nremote-host = 127.0.0.1\nremote-port = {echo.port}\n")
+    ini.write_text(f"[one]\n{profile}\n[two]\n{profile}keepalive = 7\n")
+    p = TunnelProcess(["--config", ini, "-p", "one", "-p", "two"], clean_env(home))
+    try:
+        p.wait_for(re.escape(READY))
+        ports = [int(m.group("port")) for m in map(LISTEN_RE.search, p.text().splitlines()) if m]
+        before = len(g.records("tls"))
+        for i, port in enumerate(ports):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                assert echo_once(s, b"profile %d" % i) == b"profile %d" % i
+            g.wait_records("tls", before + i + 1)
+        assert [r["session_reused"] for r in g.records("tls")[before:]] == [False, True]
+    finally:
+        p.close()
 
 
 def test_no_resumption_claimed_when_the_gateway_refuses_it(gateway, tunnel, echo, pki):

@@ -450,6 +450,153 @@ static char *capture(void (*print)(FILE *))
 	return text;
 }
 
+static void test_log_options(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public");
+	expect_ok(&p);
+	assert_null(p.cfg.log_format);
+	assert_false(p.cfg.log_timestamps);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--log-format", "json", "--log-timestamps");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.log_format, "json");
+	assert_true(p.cfg.log_timestamps);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--log-format=Human");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.log_format, "Human");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--log-format", "xml");
+	expect_usage(&p, "--log-format");
+	assert_non_null(strstr(p.err, "human or json"));
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--log-format");
+	expect_usage(&p, "--log-format");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--log-timestamps=yes");
+	expect_usage(&p, "--log-timestamps");
+}
+
+/* ssh's -L syntax, cut in place. */
+static void expect_forward(const char *spec, const char *bind, unsigned port, const char *host, unsigned hostport)
+{
+	char buf[128], err[256];
+	snprintf(buf, sizeof(buf), "%s", spec);
+	struct forward_spec f;
+	if (cli_parse_forward(buf, &f, err, sizeof(err)) != 0)
+		fail_msg("'%s': %s", spec, err);
+	assert_string_equal(f.local_host, bind);
+	assert_int_equal(f.local_port, port);
+	if (host == NULL)
+		assert_null(f.remote_host);
+	else
+		assert_string_equal(f.remote_host, host);
+	assert_int_equal(f.remote_port, hostport);
+}
+
+static void expect_bad_forward(const char *spec, const char *why)
+{
+	char buf[128], err[256];
+	snprintf(buf, sizeof(buf), "%s", spec);
+	struct forward_spec f;
+	assert_int_equal(cli_parse_forward(buf, &f, err, sizeof(err)), -1);
+	if (strstr(err, why) == NULL || strncmp(err, "-L '", 4) != 0 || strstr(err, spec) == NULL)
+		fail_msg("'%s': error '%s' does not say '%s'", spec, err, why);
+}
+
+static void test_forward_syntax(void **state)
+{
+	(void)state;
+	expect_forward("5432", "127.0.0.1", 5432, NULL, 0);
+	expect_forward("0", "127.0.0.1", 0, NULL, 0);
+	expect_forward("0.0.0.0:5432", "0.0.0.0", 5432, NULL, 0);
+	expect_forward("15432:db.internal:5432", "127.0.0.1", 15432, "db.internal", 5432);
+	expect_forward("127.0.0.2:15432:db:5432", "127.0.0.2", 15432, "db", 5432);
+	/* IPv6: the listener reads the brackets, the query gets the address. */
+	expect_forward("[::1]:15432:db:5432", "[::1]", 15432, "db", 5432);
+	expect_forward("[::1]:15432", "[::1]", 15432, NULL, 0);
+	expect_forward("15432:[fd00::5]:5432", "127.0.0.1", 15432, "fd00::5", 5432);
+	expect_forward("localhost:65535:h:1", "localhost", 65535, "h", 1);
+
+	expect_bad_forward("", "is not a port number to listen on");
+	expect_bad_forward("x", "'x' is not a port number to listen on");
+	expect_bad_forward("65536", "'65536' is not a port number");
+	expect_bad_forward("-1", "'-1' is not a port number");
+	expect_bad_forward("5432:db", "'db' is not a port number to listen on");
+	expect_bad_forward("1:2:3:4:5", "more than four parts");
+	expect_bad_forward("::1:5432:db:5432", "more than four parts");
+	expect_bad_forward("5432:db:0", "'0' is not a remote port");
+	expect_bad_forward("5432:db:x", "'x' is not a remote port");
+	expect_bad_forward("5432::5432", "'' is not a remote host");
+	expect_bad_forward(":5432", "'' is not an address to listen on");
+	expect_bad_forward("[::1:5432", "unbalanced brackets");
+	expect_bad_forward("]::1[:5432", "unbalanced brackets");
+	expect_bad_forward("[[::1]]:5432", "unbalanced brackets");
+	expect_bad_forward("a[b]:5432", "is not an address to listen on");
+	expect_bad_forward("5432:[db:5432", "unbalanced brackets");
+	expect_bad_forward("5432:d\rb:5432", "a line break");
+}
+
+static void test_forwards(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public", "-L", "15432:db:5432", "--forward=0",
+	      "--forward", "[::1]:0:cache:6379");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.n_forwards, 3);
+	assert_string_equal(p.cfg.forwards[0].spec, "15432:db:5432");
+	assert_string_equal(p.cfg.forwards[0].remote_host, "db");
+	assert_int_equal(p.cfg.forwards[0].remote_port, 5432);
+	assert_string_equal(p.cfg.forwards[1].spec, "0");
+	assert_null(p.cfg.forwards[1].remote_host);
+	assert_string_equal(p.cfg.forwards[2].local_host, "[::1]");
+	config_finish(&p.cfg);
+
+	static const char *const address[] = {"--local-host", "--local-port", "--remote-host", "--remote-port"};
+	static const char *const values[] = {"::1", "7", "db", "9"};
+	for (int i = 0; i < 4; i++) {
+		PARSE(&p, "--host", "gw", "--access-type", "public", address[i], values[i], "-L", "1");
+		expect_usage(&p, address[i]);
+		assert_non_null(strstr(p.err, "-L/--forward"));
+		config_finish(&p.cfg);
+	}
+	PARSE(&p, "--host", "gw", "--access-type", "public", "-L", "1", "--stdio");
+	expect_usage(&p, "--stdio");
+	config_finish(&p.cfg);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "-L", "1:db");
+	expect_usage(&p, "-L '1:db'");
+	config_finish(&p.cfg);
+
+	/* 32 forwards, not 33. */
+	const char *args[MAX_ARGS];
+	int n = 0;
+	args[n++] = "--host";
+	args[n++] = "gw";
+	args[n++] = "--access-type";
+	args[n++] = "public";
+	for (int i = 0; i < 33 && n < MAX_ARGS - 1; i++)
+		args[n++] = i % 2 ? "-L0" : "--forward=0";
+	args[n] = NULL;
+	parse_list(&p, args);
+	expect_usage(&p, "more than 32 forwards");
+	config_finish(&p.cfg);
+}
+
+static void test_several_profiles(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "-p", "a", "--access-type", "public", "--profile", "b", "-p", "c");
+	assert_int_equal(p.rc, CLI_PROFILES);
+	assert_int_equal(p.cfg.n_profiles, 3);
+	assert_string_equal(p.cfg.profiles[2], "c");
+	PARSE(&p, "-p", "a", "-p", "a");
+	expect_usage(&p, "-p a is given twice");
+	PARSE(&p, "-p", "a", "-p", "b", "--stdio");
+	expect_usage(&p, "--stdio");
+	PARSE(&p, "-p", "a", "-p", "b", "-L", "1");
+	expect_usage(&p, "-L/--forward");
+	config_finish(&p.cfg);
+}
+
 static void test_help_text(void **state)
 {
 	(void)state;
@@ -461,6 +608,7 @@ static void test_help_text(void **state)
 		"[default: 127.0.0.1]", "[default: 2222]", "[default: apikey]",
 		"apikey", "bearer", "jwt", "session", "public", "OTOROSHICTL", "OTOROSHICTL_LOG_STYLE",
 		"--linger", "[default: 2]", "--keepalive", "[default: 30]",
+		"--log-format <FORMAT>", "[default: human]", "--log-timestamps", "OTOROSHICTL_LOG_FORMAT",
 	};
 	for (size_t i = 0; i < sizeof(wanted) / sizeof(wanted[0]); i++)
 		if (strstr(text, wanted[i]) == NULL)
@@ -478,6 +626,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_forward_syntax),
+		cmocka_unit_test(test_forwards),
+		cmocka_unit_test(test_several_profiles),
 		cmocka_unit_test(test_linger),
 		cmocka_unit_test(test_reference_global_options_are_ignored),
 		cmocka_unit_test(test_minimal_apikey),
@@ -494,6 +645,7 @@ int main(void)
 		cmocka_unit_test(test_usage_access),
 		cmocka_unit_test(test_usage_flag_with_value),
 		cmocka_unit_test(test_usage_small_err_buffer),
+		cmocka_unit_test(test_log_options),
 		cmocka_unit_test(test_help_text),
 	};
 	return cmocka_run_group_tests_name("cli", tests, NULL, free_args);

@@ -831,8 +831,8 @@ static bool run_until(bool (*cond)(void), uint64_t ms)
 
 static bool life_over(void)
 {
-	return !cl.live && !gw.conn_live && lst.count == 0 && !lst.spare_busy &&
-	       !uv_is_active((uv_handle_t *)&lst.retry) && !uv_is_active((uv_handle_t *)&gw.pump);
+	return !cl.live && !gw.conn_live && lst.count == 0 && !lst.forwards[0].spare_busy &&
+	       !uv_is_active((uv_handle_t *)&lst.forwards[0].retry) && !uv_is_active((uv_handle_t *)&gw.pump);
 }
 
 static bool clean_life(void)
@@ -858,7 +858,7 @@ static void describe_life(char *out, size_t len)
 static bool live_one(long fail_n, const char *what)
 {
 	gw_reset(gw.chunk, gw.as_proxy);
-	cl_start(port_of(&lst.server));
+	cl_start(port_of(&lst.forwards[0].server));
 	counted = counted_crypto = 0;
 	fail_at = fail_n;
 	loop_thread = true;
@@ -935,6 +935,7 @@ static void close_listener(void)
 	uv_ref((uv_handle_t *)&deadline);
 	if (!idle)
 		fail_msg("the listener's handles were still open 5 s after listener_stop");
+	listener_finish(&lst);
 	if (gw.as_proxy)
 		proxy_finish(&px);
 	tls_setup_destroy(client_tls);
@@ -1063,6 +1064,7 @@ static int group_teardown(void **state)
 	uv_unref((uv_handle_t *)&deadline);
 	int rc = run_until(loop_idle, 5000) ? 0 : -1;
 	uv_close((uv_handle_t *)&deadline, NULL);
+	listener_finish(&lst);
 	uv_run(&loop, UV_RUN_NOWAIT);
 	if (rc == 0)
 		rc = uv_loop_close(&loop);

@@ -876,6 +876,26 @@ static void test_refusal_text_json(void **state)
 	expect_text("{\"Otoroshi-Error\":\"say \\\"no\\\" \\\\ twice\"}", "say \"no\" \\ twice");
 }
 
+/* The body is read as JSON: escapes decoded, keys of nested objects found,
+ * a key given twice read at its first value; a body that is not whole JSON
+ * (cut at UPGRADE_MAX_BODY) still gives a value that is. */
+static void test_refusal_text_json_parsed(void **state)
+{
+	(void)state;
+	expect_text("{\"Otoroshi-Error\":\"caf\\u00e9 \\u2192 \\ud83d\\ude00\"}", "caf\xc3\xa9 \xe2\x86\x92 \xf0\x9f\x98\x80");
+	expect_text("{\"error\":{\"code\":401,\"message\":\"token expired\"}}", "token expired");
+	expect_text("[{\"error_description\":\"in an array\"}]", "in an array");
+	expect_text("{\"error\":\"first\",\"error\":\"second\"}", "first");
+	expect_text("{\"error\":42,\"message\":\"not a number\"}", "not a number");
+	expect_text("{\"Otoroshi-Error\":\"\"}", "");
+
+	char body[UPGRADE_MAX_BODY + 200];
+	int n = snprintf(body, sizeof(body), "{\"Otoroshi-Error\":\"kept\",\"padding\":\"");
+	memset(body + n, 'p', sizeof(body) - (size_t)n - 3);
+	memcpy(body + sizeof(body) - 3, "\"}", 3);
+	expect_text(body, "kept");
+}
+
 /* A key named "error" whose value comes after the word "error" used as a
  * value: the key's value is what the header promises. */
 static void test_refusal_text_key_after_value(void **state)
@@ -1117,6 +1137,7 @@ int main(void)
 		cmocka_unit_test(test_response_long_body_truncated),
 		cmocka_unit_test(test_refusal_text_json),
 		cmocka_unit_test(test_refusal_text_key_after_value),
+		cmocka_unit_test(test_refusal_text_json_parsed),
 		cmocka_unit_test(test_refusal_text_plain),
 		cmocka_unit_test(test_refusal_text_neutralised),
 		cmocka_unit_test(test_refusal_hints),
