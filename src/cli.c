@@ -17,7 +17,7 @@ enum opt_id {
 	OPT_KEEPALIVE, OPT_LINGER, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
 	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_PROXY_CA_CERT, OPT_PROXY_INSECURE,
-	OPT_FORWARD, OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
+	OPT_CONNECT_TO, OPT_HEADER, OPT_FORWARD, OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
 	OPT_LOG_FORMAT, OPT_LOG_TIMESTAMPS,
 	OPT_VERBOSE, OPT_HELP,
 };
@@ -64,6 +64,8 @@ static const struct opt opts[] = {
 	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME, ANYWHERE, OPT_TLS_SERVER_NAME, false},
 	{"proxy-ca-cert", 0, true, OPT_PROXY_CA_CERT, ANYWHERE, OPT_PROXY_CA_CERT, false},
 	{"proxy-insecure", 0, false, OPT_PROXY_INSECURE, ANYWHERE, OPT_PROXY_INSECURE, false},
+	{"connect-to", 0, true, OPT_CONNECT_TO, ANYWHERE, OPT_CONNECT_TO, false},
+	{"header", 'H', true, OPT_HEADER, ANYWHERE, OPT_HEADER, false},
 	{"forward", 'L', true, OPT_FORWARD, ANYWHERE, OPT_FORWARD, false},
 	{"profile", 'p', true, OPT_PROFILE, IN_ARGV, OPT_PROFILE, false},
 	{"config", 0, true, OPT_CONFIG, IN_ARGV, OPT_CONFIG, false},
@@ -282,7 +284,7 @@ static int parse_bool(const char *v, bool *out)
 static int check_value(enum opt_id id, const char *v, const char *label, char *err, size_t errlen)
 {
 	switch (id) {
-	case OPT_HOST: case OPT_REMOTE_HOST: case OPT_CLIENT_ID: case OPT_CLIENT_SECRET:
+	case OPT_HOST: case OPT_REMOTE_HOST: case OPT_CLIENT_ID: case OPT_CLIENT_SECRET: case OPT_CONNECT_TO:
 	case OPT_BEARER: case OPT_SESSION: case OPT_PROXY: case OPT_TLS_SERVER_NAME:
 		break;
 	default:
@@ -310,6 +312,8 @@ static int check_value(enum opt_id id, const char *v, const char *label, char *e
 
 #define CONFIG_MAX_PROFILES_TEXT "16"
 #define CONFIG_MAX_FORWARDS_TEXT "32"
+#define CONFIG_MAX_HEADERS_TEXT "16"
+_Static_assert(CONFIG_MAX_HEADERS == 16, "CONFIG_MAX_HEADERS_TEXT");
 _Static_assert(CONFIG_MAX_FORWARDS == 32, "CONFIG_MAX_FORWARDS_TEXT");
 _Static_assert(CONFIG_MAX_PROFILES == 16, "CONFIG_MAX_PROFILES_TEXT");
 
@@ -421,6 +425,97 @@ static int add_forward(struct tunnel_config *cfg, const char *v, char *err, size
 	return CLI_OK;
 }
 
+/* Headers that the tunnel writes itself, or that would break the request:
+ * --header cannot set them. */
+static const char *const own_headers[] = {
+	"host", "connection", "upgrade", "authorization", "content-length", "transfer-encoding",
+};
+
+/* A header name whose value is a secret: never logged. */
+static bool secret_header(const char *name, size_t len)
+{
+	static const char *const parts[] = {"token", "secret", "key", "cookie", "auth", "pass", "session"};
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		size_t pl = strlen(parts[i]);
+		for (size_t k = 0; k + pl <= len; k++)
+			if (strncasecmp(name + k, parts[i], pl) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* RFC 9110's token characters. */
+static bool token_char(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+int cli_parse_header(const char *v, char *out, size_t outlen, bool *secret, char *err, size_t errlen)
+{
+	const char *colon = strchr(v, ':');
+	size_t nl = colon ? (size_t)(colon - v) : strlen(v);
+	int shown = (int)(nl < 200 ? nl : 200);
+	if (colon == NULL || nl == 0) {
+		snprintf(err, errlen, "--header '%.200s': give 'Name: value', as in --header 'X-Team: data'", v);
+		return -1;
+	}
+	for (size_t i = 0; i < nl; i++) {
+		if (!token_char((unsigned char)v[i])) {
+			snprintf(err, errlen, "--header '%.*s': a header name holds only letters, digits and "
+				 "!#$%%&'*+-.^_`|~ (no space before the ':')", shown, v);
+			return -1;
+		}
+	}
+	bool own = nl >= 14 && strncasecmp(v, "sec-websocket-", 14) == 0;
+	for (size_t i = 0; i < sizeof(own_headers) / sizeof(own_headers[0]) && !own; i++)
+		own = strlen(own_headers[i]) == nl && strncasecmp(v, own_headers[i], nl) == 0;
+	if (own) {
+		snprintf(err, errlen, "--header %.*s: the tunnel writes this header itself%s", shown, v,
+			 nl == 13 && strncasecmp(v, "authorization", nl) == 0
+				 ? " (from --access-type and its credential)" : "");
+		return -1;
+	}
+	const char *value = colon + 1;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	size_t vl = strlen(value);
+	while (vl > 0 && (value[vl - 1] == ' ' || value[vl - 1] == '\t'))
+		vl--;
+	*secret = secret_header(v, nl);
+	for (size_t i = 0; i < vl; i++) {
+		unsigned char c = (unsigned char)value[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			snprintf(err, errlen, "--header %.*s: its value holds %s at byte %zu: it cannot go into the "
+				 "request head", shown, v, c == '\r' || c == '\n' ? "a line break" : "a control character",
+				 i + 1);
+			return -1;
+		}
+	}
+	if (nl + 2 + vl + 1 > outlen) {
+		snprintf(err, errlen, "--header %.*s: longer than %zu bytes", shown, v, outlen - 1);
+		return -1;
+	}
+	snprintf(out, outlen, "%.*s: %.*s", (int)nl, v, (int)vl, value);
+	return 0;
+}
+
+static int add_header(struct tunnel_config *cfg, const char *v, char *err, size_t errlen)
+{
+	if (cfg->n_headers >= CONFIG_MAX_HEADERS)
+		return usage(err, errlen, "more than %s headers (--header '%.200s' is one more)", CONFIG_MAX_HEADERS_TEXT, v);
+	size_t cap = strlen(v) + 3;
+	char *line = malloc(cap);
+	if (line == NULL || config_own(cfg, line) == NULL)
+		return usage(err, errlen, "out of memory for --header%s%s", "", "");
+	bool secret;
+	if (cli_parse_header(v, line, cap, &secret, err, errlen) != 0)
+		return CLI_USAGE;
+	cfg->header_secret[cfg->n_headers] = secret;
+	cfg->headers[cfg->n_headers++] = line;
+	return CLI_OK;
+}
+
 static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, char *err, size_t errlen)
 {
 	if (o->takes_value && v[0] == '\0')
@@ -469,6 +564,8 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_PROXY: cfg->proxy = v; break;
 	case OPT_STDIO: cfg->stdio = true; break;
 	case OPT_FORWARD: return add_forward(cfg, v, err, errlen);
+	case OPT_HEADER: return add_header(cfg, v, err, errlen);
+	case OPT_CONNECT_TO: cfg->connect_to = v; break;
 	case OPT_PROFILE:
 		for (size_t i = 0; i < cfg->n_profiles; i++)
 			if (strcmp(cfg->profiles[i], v) == 0)
@@ -535,6 +632,15 @@ static int check(struct tunnel_config *cfg, char *err, size_t errlen)
 	}
 	if (rc != URL_OK)
 		return usage(err, errlen, "--host: '%s': %s", cfg->host, url_strerror(rc));
+	if (cfg->connect_to != NULL) {
+		/* curl's meaning: the port stays --host's unless one is given. */
+		uint16_t port;
+		rc = url_parse_host(cfg->connect_to, cfg->tls, cfg->connect_name, sizeof(cfg->connect_name), &port);
+		if (rc != URL_OK)
+			return usage(err, errlen, "--connect-to: '%s': %s (give HOST[:PORT], as in --connect-to 10.0.0.7:8443)",
+				     cfg->connect_to, url_strerror(rc));
+		cfg->connect_port = local_host_has_port(cfg->connect_to) ? port : cfg->gw_port;
+	}
 	if (local_host_has_port(cfg->local_host))
 		return usage(err, errlen, "--local-host: '%s' holds a port: give the address alone, and the port with "
 			     "--local-port%s", cfg->local_host, "");
@@ -643,7 +749,7 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 	if (o == NULL || !(o->where & IN_PROFILE))
 		return usage(err, errlen, "unknown key '%s' (keys are the long option names, such as host or "
 			     "remote-port)%s", key, "");
-	if (o->id != OPT_FORWARD && ((p->seen >> o->target) & 1))
+	if (o->id != OPT_FORWARD && o->id != OPT_HEADER && ((p->seen >> o->target) & 1))
 		return usage(err, errlen, "'%s' sets what an earlier key of this profile already set%s", key, "");
 	if (o->id == OPT_FORWARD ? (p->seen & ADDRESS_BITS) != 0
 				 : ((ADDRESS_BITS >> o->target) & 1) && ((p->seen >> OPT_FORWARD) & 1))
@@ -665,6 +771,11 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 			struct forward_spec f;
 			snprintf(tmp, sizeof(tmp), "%s", value);
 			return cli_parse_forward(tmp, &f, err, errlen) == 0 ? CLI_OK : CLI_USAGE;
+		}
+		if (o->id == OPT_HEADER) {
+			char tmp[4096];
+			bool secret;
+			return cli_parse_header(value, tmp, sizeof(tmp), &secret, err, errlen) == 0 ? CLI_OK : CLI_USAGE;
 		}
 		struct tunnel_config scratch = *p->cfg;
 		return apply(o, value, &scratch, err, errlen) == CLI_OK ? CLI_OK : CLI_USAGE;
@@ -851,7 +962,12 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "      --list-profiles\n"
 	      "          Print each profile's name, host and remote, then exit\n"
 	      "      --apikey-client-secret-file <FILE>, --bearer-token-file <FILE>, --session-token-file <FILE>\n"
-	      "          Read the secret from the first line of a file\n"
+	      "          Read the secret from the first line of a file\n",
+	      out);
+	fputs("      --connect-to <HOST[:PORT]>\n"
+	      "          Connect to this address instead, keeping --host as the Host header and TLS name\n"
+	      "  -H, --header <'NAME: VALUE'>\n"
+	      "          An extra header for the upgrade request (repeatable)\n"
 	      "      --proxy <URL>\n"
 	      "          Reach Otoroshi through this HTTP proxy (http:// or https://[user:password@]host:port)\n"
 	      "      --proxy-ca-cert <FILE>\n"

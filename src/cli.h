@@ -48,6 +48,15 @@ int cli_skip_reference_global(int argc, char **argv, int i, const char **name);
  * err saying what is wrong. */
 int cli_parse_forward(char *s, struct forward_spec *out, char *err, size_t errlen);
 
+/* Checks a --header value, 'Name: value': a token for a name, none of the
+ * headers the tunnel writes itself (Host, Connection, Upgrade,
+ * Sec-WebSocket-*, Authorization, Content-Length, Transfer-Encoding), no
+ * control character in the value. Writes "Name: value" (the value's
+ * surrounding blanks dropped) into out; *secret tells whether the name
+ * suggests a secret (token, secret, key, cookie, auth, pass, session), whose
+ * value is never logged. Returns 0, or -1 with err. */
+int cli_parse_header(const char *v, char *out, size_t outlen, bool *secret, char *err, size_t errlen);
+
 void cli_print_tcp_tunnel_help(FILE *out);
 /* The i-th option of tcp-tunnel (NULL past the last): its long name, its
  * short letter (0 when none), and whether it takes a value. */

@@ -35,6 +35,7 @@ struct forward_spec {
 
 #define CONFIG_MAX_FORWARDS 32
 #define CONFIG_MAX_PROFILES 16
+#define CONFIG_MAX_HEADERS 16
 
 struct tunnel_config {
 	/* --host exactly as given (goes into the Host header unchanged). */
@@ -49,6 +50,18 @@ struct tunnel_config {
 	const char *client_key;
 	const char *tls_server_name; /* --tls-server-name: SNI and the name verified */
 	bool insecure;               /* --insecure: no verification at all */
+
+	/* --connect-to HOST[:PORT]: where the connection goes instead (the
+	 * Host header and the TLS name stay --host's); connect_name[0] == 0
+	 * when not given. */
+	const char *connect_to;
+	char connect_name[256];
+	uint16_t connect_port;
+	/* --header 'Name: value', each as "Name: value" (owned), added to the
+	 * upgrade request; header_secret[i] when its value must not be logged. */
+	const char *headers[CONFIG_MAX_HEADERS];
+	bool header_secret[CONFIG_MAX_HEADERS];
+	size_t n_headers;
 
 	const char *local_host;
 	uint16_t local_port;
@@ -97,7 +110,7 @@ struct tunnel_config {
 	const char *log_format; /* --log-format (human or json), or NULL */
 	bool log_timestamps;    /* --log-timestamps */
 	/* Strings the config owns. */
-	char *owned[48 + CONFIG_MAX_FORWARDS];
+	char *owned[48 + CONFIG_MAX_FORWARDS + CONFIG_MAX_HEADERS];
 	size_t n_owned;
 	unsigned long given; /* bit per option id: set by a flag or the environment */
 };

@@ -52,6 +52,14 @@ struct handshake *handshake_start(const struct handshake_who *who, struct stream
 		url_build_target(target, sizeof(target), cfg, true);
 		log_debug("tunnel %" PRIu64 ": upgrading %s://%s%s via %s", who->id, cfg->tls ? "wss" : "ws", cfg->host,
 			  target, via);
+		for (size_t i = 0; i < cfg->n_headers; i++) {
+			const char *h = cfg->headers[i];
+			if (cfg->header_secret[i])
+				log_debug("tunnel %" PRIu64 ": with the header %.*s: (hidden: its name says it is a secret)",
+					  who->id, (int)strcspn(h, ":"), h);
+			else
+				log_debug("tunnel %" PRIu64 ": with the header %s", who->id, h);
+		}
 	}
 	return h;
 }

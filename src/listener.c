@@ -798,6 +798,13 @@ int listener_open_set(struct listener *l, uv_loop_t *loop, const struct listener
 				 f->where, f->cfg.host);
 	}
 	for (size_t i = 0; i < n_srcs; i++) {
+		const struct tunnel_config *cfg = srcs[i].cfg;
+		if (cfg->connect_name[0] != '\0') {
+			bool v6 = strchr(cfg->connect_name, ':') != NULL;
+			log_info("Connecting to %s%s%s:%u for Otoroshi (%s)%s%s (--connect-to)", v6 ? "[" : "",
+				 cfg->connect_name, v6 ? "]" : "", (unsigned)cfg->connect_port, cfg->host,
+				 n_srcs > 1 ? " for profile " : "", n_srcs > 1 ? cfg->profile : "");
+		}
 		const struct proxy *proxy = srcs[i].proxy;
 		if (proxy != NULL)
 			log_info("Reaching Otoroshi%s%s through the HTTP%s proxy %s:%u (from %s)",

@@ -924,6 +924,8 @@ static void begin(struct tunnel *t, int local_handles)
 	struct upstream_params p = {
 		.gw_name = cfg->gw_name,
 		.gw_port = cfg->gw_port,
+		.connect_name = cfg->connect_name[0] ? cfg->connect_name : NULL,
+		.connect_port = cfg->connect_port,
 		.tls = t->env->tls,
 		.proxy = t->env->proxy,
 		.proxy_tls = t->env->proxy_tls,

@@ -123,10 +123,16 @@ int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *
 			 "Upgrade: websocket\r\n"
 			 "Sec-WebSocket-Version: 13\r\n"
 			 "Sec-WebSocket-Key: %s\r\n"
-			 "%s%s%s"
-			 "\r\n",
+			 "%s%s%s",
 			 target, cfg->host, key,
 			 auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "");
+	/* --header lines, then the blank line; out may be NULL to measure. */
+	for (size_t i = 0; n >= 0 && i <= cfg->n_headers; i++) {
+		size_t used = (size_t)n < outlen ? (size_t)n : outlen;
+		int m = i < cfg->n_headers ? snprintf(out ? out + used : NULL, outlen - used, "%s\r\n", cfg->headers[i])
+					   : snprintf(out ? out + used : NULL, outlen - used, "\r\n");
+		n = m < 0 ? m : n + m;
+	}
 	ret = n < 0 ? UPGRADE_ERR_CRYPTO : n;
 out:
 	free(target);

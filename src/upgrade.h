@@ -45,7 +45,8 @@ int upgrade_make_key(const uint8_t raw[16], char out[UPGRADE_KEY_LEN + 1]);
 /* base64(SHA-1(key + GUID)), RFC 6455 section 4.2.2. out gets 28 chars + NUL. */
 int upgrade_accept_for_key(const char *key, char out[UPGRADE_ACCEPT_LEN + 1]);
 
-/* Writes the request head of PROTOCOL.md section 2 for cfg and key into out.
+/* Writes the request head of PROTOCOL.md section 2 for cfg and key into out,
+ * with the --header lines after the tunnel's own.
  * Returns the full length it needs (like snprintf), or a negative
  * upgrade_error. The head carries the credential: it goes to the wire only,
  * never to a log. */

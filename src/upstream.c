@@ -20,8 +20,10 @@ void upstream_init(struct upstream *u, uv_loop_t *loop, const struct upstream_pa
 		   const struct stream_events *events, void *user)
 {
 	memset(u, 0, sizeof(*u));
-	const char *first = p->proxy != NULL ? p->proxy->host : p->gw_name;
-	uint16_t first_port = p->proxy != NULL ? p->proxy->port : p->gw_port;
+	const char *dest = p->connect_name != NULL ? p->connect_name : p->gw_name;
+	uint16_t dest_port = p->connect_name != NULL ? p->connect_port : p->gw_port;
+	const char *first = p->proxy != NULL ? p->proxy->host : dest;
+	uint16_t first_port = p->proxy != NULL ? p->proxy->port : dest_port;
 	tcp_stream_init(&u->tcp, loop, first, first_port, p->probe_every);
 	struct stream *top = &u->tcp.base;
 	if (p->proxy != NULL && p->proxy_tls != NULL) {
@@ -30,7 +32,7 @@ void upstream_init(struct upstream *u, uv_loop_t *loop, const struct upstream_pa
 		top = &u->proxy_tls.base;
 	}
 	if (p->proxy != NULL) {
-		proxy_stream_init(&u->proxy, top, p->proxy, p->gw_name, p->gw_port);
+		proxy_stream_init(&u->proxy, top, p->proxy, dest, dest_port);
 		u->has_proxy = true;
 		top = &u->proxy.base;
 	}

@@ -25,6 +25,10 @@
 struct upstream_params {
 	const char *gw_name;         /* the gateway's name or address, brackets removed */
 	uint16_t gw_port;
+	/* --connect-to: where to connect instead (or through the proxy's
+	 * CONNECT); the TLS name stays gw_name. NULL: the gateway itself. */
+	const char *connect_name;
+	uint16_t connect_port;
 	struct tls_setup *tls;       /* TLS to the gateway, or NULL for ws:// */
 	const struct proxy *proxy;   /* the proxy, or NULL */
 	struct tls_setup *proxy_tls; /* TLS to an https:// proxy, or NULL */

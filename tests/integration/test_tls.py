@@ -586,6 +586,17 @@ def test_every_forward_resumes_the_session_of_another(gateway, tunnel, echo, pki
         p.close()
 
 
+def test_connect_to_keeps_the_host_name_for_sni_and_verification(gateway, tunnel, echo, pki):
+    g = tls_gateway(gateway, pki.other, [public_route(echo.addr, host="other.example")])
+    t = wss_tunnel(tunnel, g, "--ca-cert", pki.ca.cert, *PUBLIC, "--connect-to", f"127.0.0.1:{g.port}",
+                   host="other.example")
+    with t.connect() as s:
+        assert echo_once(s, b"by address") == b"by address"
+    assert [r["sni"] for r in g.records("sni")] == ["other.example"]
+    rec = g.wait_records("request", 1)[0]
+    assert ["Host", f"other.example:{g.port}"] in rec["headers"] and rec["status"] == 101
+
+
 def test_no_resumption_claimed_when_the_gateway_refuses_it(gateway, tunnel, echo, pki):
     """A gateway that lost the session (another context: new keys, empty cache) makes
     a full handshake, which the client verifies and does not call resumed."""

@@ -580,6 +580,59 @@ static void test_forwards(void **state)
 	config_finish(&p.cfg);
 }
 
+static void test_headers(void **state)
+{
+	(void)state;
+	char out[64], err[256];
+	bool secret;
+	assert_int_equal(cli_parse_header("X-Team:   data  ", out, sizeof(out), &secret, err, sizeof(err)), 0);
+	assert_string_equal(out, "X-Team: data");
+	assert_false(secret);
+	assert_int_equal(cli_parse_header("x-api-KEY:k", out, sizeof(out), &secret, err, sizeof(err)), 0);
+	assert_string_equal(out, "x-api-KEY: k");
+	assert_true(secret);
+	assert_int_equal(cli_parse_header("Cookie: a=b", out, sizeof(out), &secret, err, sizeof(err)), 0);
+	assert_true(secret);
+	assert_int_equal(cli_parse_header("X-Empty:", out, sizeof(out), &secret, err, sizeof(err)), 0);
+	assert_string_equal(out, "X-Empty: ");
+	static const char *const own[] = {"Host: x", "CONNECTION: x", "upgrade: x", "Sec-WebSocket-Key: x",
+					  "Sec-Websocket-Extensions: x", "Authorization: x", "Content-Length: 1",
+					  "Transfer-Encoding: x"};
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+		assert_int_equal(cli_parse_header(own[i], out, sizeof(out), &secret, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "writes this header itself"));
+	}
+	/* Names that merely start like one of them are the user's. */
+	assert_int_equal(cli_parse_header("Hosts: x", out, sizeof(out), &secret, err, sizeof(err)), 0);
+	assert_int_equal(cli_parse_header("Sec-WebSocket: x", out, sizeof(out), &secret, err, sizeof(err)), 0);
+	assert_int_equal(cli_parse_header("X: a\rb", out, sizeof(out), &secret, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "a line break at byte 2"));
+	assert_int_equal(cli_parse_header("X: a\x7f", out, sizeof(out), &secret, err, sizeof(err)), -1);
+	assert_int_equal(cli_parse_header("X Y: a", out, sizeof(out), &secret, err, sizeof(err)), -1);
+	assert_int_equal(cli_parse_header("X(: a", out, sizeof(out), &secret, err, sizeof(err)), -1);
+	assert_int_equal(cli_parse_header("novalue", out, sizeof(out), &secret, err, sizeof(err)), -1);
+	assert_int_equal(cli_parse_header(":v", out, sizeof(out), &secret, err, sizeof(err)), -1);
+	char small[8];
+	assert_int_equal(cli_parse_header("X-Long: 123456", small, sizeof(small), &secret, err, sizeof(err)), -1);
+
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public", "-H", "A: 1", "--header=B:2", "-HC: 3");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.n_headers, 3);
+	assert_string_equal(p.cfg.headers[2], "C: 3");
+	config_finish(&p.cfg);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--connect-to", "10.0.0.7:8443");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.connect_name, "10.0.0.7");
+	assert_int_equal(p.cfg.connect_port, 8443);
+	PARSE(&p, "--host", "gw:9000", "--access-type", "public", "--connect-to", "[::1]");
+	expect_ok(&p);
+	assert_string_equal(p.cfg.connect_name, "::1");
+	assert_int_equal(p.cfg.connect_port, 9000);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--connect-to", "::1");
+	expect_usage(&p, "--connect-to");
+}
+
 static void test_several_profiles(void **state)
 {
 	(void)state;
@@ -629,6 +682,7 @@ int main(void)
 		cmocka_unit_test(test_forward_syntax),
 		cmocka_unit_test(test_forwards),
 		cmocka_unit_test(test_several_profiles),
+		cmocka_unit_test(test_headers),
 		cmocka_unit_test(test_linger),
 		cmocka_unit_test(test_reference_global_options_are_ignored),
 		cmocka_unit_test(test_minimal_apikey),

@@ -278,6 +278,34 @@ static void test_request_truncation(void **state)
 	assert_int_equal(upgrade_build_request(NULL, 0, &cfg, RFC_KEY), need);
 }
 
+/* --header lines go after the tunnel's own, the blank line last, and the
+ * length and truncation hold with them. */
+static void test_request_extra_headers(void **state)
+{
+	(void)state;
+	struct tunnel_config cfg = config_for(ACCESS_BEARER);
+	cfg.bearer_token = "tok";
+	cfg.headers[0] = "X-Team: data";
+	cfg.headers[1] = "X-Empty: ";
+	cfg.n_headers = 2;
+	check_request(&cfg, HEAD_START("&remoteHost=db.internal&remotePort=5432", "myotoroshi.example.com:9999")
+		      "Authorization: Bearer tok\r\n"
+		      "X-Team: data\r\n"
+		      "X-Empty: \r\n"
+		      "\r\n");
+	char full[1024];
+	int need = upgrade_build_request(full, sizeof(full), &cfg, RFC_KEY);
+	assert_int_equal(upgrade_build_request(NULL, 0, &cfg, RFC_KEY), need);
+	for (size_t outlen = 1; outlen <= (size_t)need + 1; outlen += 3) {
+		char out[1024];
+		memset(out, 'Z', sizeof(out));
+		assert_int_equal(upgrade_build_request(out, outlen, &cfg, RFC_KEY), need);
+		assert_int_equal(strlen(out), outlen - 1 < (size_t)need ? outlen - 1 : (size_t)need);
+		assert_memory_equal(out, full, strlen(out));
+		assert_int_equal(out[outlen], 'Z');
+	}
+}
+
 /* ---- response: success --------------------------------------------- */
 
 static void test_response_whole(void **state)
@@ -1120,6 +1148,7 @@ int main(void)
 		cmocka_unit_test(test_request_public),
 		cmocka_unit_test(test_request_host_unchanged),
 		cmocka_unit_test(test_request_truncation),
+		cmocka_unit_test(test_request_extra_headers),
 		cmocka_unit_test(test_response_whole),
 		cmocka_unit_test(test_response_every_split),
 		cmocka_unit_test(test_response_lf_only),
