@@ -241,10 +241,23 @@ static int apply_secret_file(const struct opt *o, const char *path, struct tunne
 {
 	char what[64];
 	snprintf(what, sizeof(what), "--%s", o->long_name);
-	bool is_file;
-	char *secret = config_own(cfg, config_read_secret_file(path, what, &is_file, err, errlen));
-	if (secret == NULL)
-		return CLI_USAGE;
+	bool is_file = false;
+	char *secret;
+	if (cfg->base != NULL) {
+		/* Read once, in the first pass; each profile takes a copy. */
+		const struct tunnel_config *b = cfg->base;
+		const char *read = o->target == OPT_CLIENT_SECRET ? b->apikey_client_secret
+				 : o->target == OPT_BEARER	 ? b->bearer_token
+								 : b->session_token;
+		secret = read != NULL ? config_own(cfg, strdup(read)) : NULL;
+		if (secret == NULL)
+			return usage(err, errlen, "%s: out of memory%s", what, "");
+		snprintf(cfg->warning, sizeof(cfg->warning), "%s", b->warning);
+	} else {
+		secret = config_own(cfg, config_read_secret_file(path, what, &is_file, err, errlen));
+		if (secret == NULL)
+			return CLI_USAGE;
+	}
 	char label[1100];
 	snprintf(label, sizeof(label), "%s '%s'", what, path);
 	if (check_value(o->target, secret, label, err, errlen) != CLI_OK)
@@ -761,7 +774,14 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 	/* A proxy URL is a secret only when it carries credentials. */
 	if (o->secret && (o->id != OPT_PROXY || strchr(value, '@') != NULL))
 		p->has_secret = true;
-	if (is_given(p->cfg, o)) {
+	/* A flag or the environment wins over a profile's value; a forward
+	 * flag, or any of the four address flags or --stdio, over its forward
+	 * lines (and OTOROSHICTL_LOG_FORMAT over its log-format). */
+	const char *env_format = getenv("OTOROSHICTL_LOG_FORMAT");
+	bool overridden = is_given(p->cfg, o) ||
+			  (o->id == OPT_FORWARD && ((p->cfg->given & ADDRESS_BITS) != 0 || p->cfg->stdio)) ||
+			  (o->id == OPT_LOG_FORMAT && env_format != NULL && env_format[0] != '\0');
+	if (overridden) {
 		/* A flag or the environment wins, but a bad value in the file
 		 * is still an error: it would bite the day the flag goes. */
 		if (!o->takes_value || o->target != o->id)

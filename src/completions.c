@@ -27,7 +27,7 @@ static void print_bash(FILE *out)
 	      "    for ((i = 1; i < COMP_CWORD; i++)); do\n"
 	      "        [ \"${COMP_WORDS[i]}\" = --config ] && config=(--config \"${COMP_WORDS[i+1]}\")\n"
 	      "    done\n"
-	      "    otoroshictl tcp-tunnel \"${config[@]}\" --list-profiles 2>/dev/null | cut -f1\n"
+	      "    otoroshictl tcp-tunnel \"${config[@]}\" --list-profiles 2>/dev/null | cut -f1 | uniq\n"
 	      "}\n"
 	      "_otoroshictl() {\n"
 	      "    local cur prev words cword\n"
@@ -95,7 +95,7 @@ static void print_zsh(FILE *out)
 	      "# zsh completion for otoroshictl\n"
 	      "_otoroshictl_profiles() {\n"
 	      "    local -a profiles\n"
-	      "    profiles=(${(f)\"$(otoroshictl tcp-tunnel --list-profiles 2>/dev/null | cut -f1)\"})\n"
+	      "    profiles=(${(f)\"$(otoroshictl tcp-tunnel --list-profiles 2>/dev/null | cut -f1 | uniq)\"})\n"
 	      "    _describe 'profile' profiles\n"
 	      "}\n"
 	      "_otoroshictl_tcp_tunnel() {\n"
@@ -171,7 +171,7 @@ static void print_fish(FILE *out)
 		else if (strcmp(name, "log-format") == 0)
 			fputs(" -x -a '" LOG_FORMATS "'", out);
 		else if (strcmp(name, "profile") == 0)
-			fputs(" -x -a '(otoroshictl tcp-tunnel --list-profiles 2>/dev/null | cut -f1)'", out);
+			fputs(" -x -a '(otoroshictl tcp-tunnel --list-profiles 2>/dev/null | cut -f1 | uniq)'", out);
 		else if (takes_file(name))
 			fputs(" -r -F", out);
 		else if (v)

@@ -93,6 +93,9 @@ struct tunnel_config {
 	/* When set (1 to n_profiles), the command line is parsed for that
 	 * profile alone: a run of several profiles has one config each. */
 	size_t profile_index;
+	/* With profile_index: the config of the first pass, whose secret files
+	 * were read then (a FIFO gives its secret once). */
+	const struct tunnel_config *base;
 	const char *config_file; /* --config FILE */
 	bool list_profiles;
 

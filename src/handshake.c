@@ -69,6 +69,11 @@ void handshake_destroy(struct handshake *h)
 	free(h);
 }
 
+int handshake_status(const struct handshake *h)
+{
+	return h->resp.status;
+}
+
 int handshake_feed(struct handshake *h, const uint8_t *data, size_t len, size_t *used)
 {
 	return upgrade_response_feed(&h->resp, data, len, used);
@@ -160,16 +165,22 @@ enum end_reason handshake_report_open_failure(const struct handshake_who *who, i
 			log_error("cannot resolve Otoroshi's host name '%s' for %s: %s — check --host", cfg->gw_name, who->peer,
 				  why);
 		return END_UNREACHABLE;
-	case STAGE_CONNECT:
+	case STAGE_CONNECT: {
+		/* With several addresses, detail says how each failed. */
+		char each[400] = "";
+		if (detail != NULL)
+			snprintf(each, sizeof(each), " (%s)", detail);
 		if (proxy != NULL)
-			log_error("cannot reach Otoroshi at %s through the proxy %s:%u (%s) for %s: %s", cfg->host, proxy->host,
-				  (unsigned)proxy->port, proxy->source, who->peer, why);
+			log_error("cannot reach Otoroshi at %s through the proxy %s:%u (%s) for %s: %s%s", cfg->host,
+				  proxy->host, (unsigned)proxy->port, proxy->source, who->peer, uv_strerror(status), each);
 		else if (status == UV_ECONNREFUSED)
-			log_error("cannot connect to Otoroshi at %s for %s: connection refused — check --host and its port",
-				  cfg->host, who->peer);
+			log_error("cannot connect to Otoroshi at %s for %s: connection refused — check --host and its "
+				  "port%s", cfg->host, who->peer, each);
 		else
-			log_error("cannot connect to Otoroshi at %s for %s: %s", cfg->host, who->peer, why);
+			log_error("cannot connect to Otoroshi at %s for %s: %s%s", cfg->host, who->peer, uv_strerror(status),
+				  each);
 		return END_UNREACHABLE;
+	}
 	case STAGE_PROXY_TLS:
 		log_error("cannot open TLS to the proxy %s:%u (%s) for %s: %s", proxy ? proxy->host : "?",
 			  proxy ? (unsigned)proxy->port : 0u, proxy ? proxy->source : "?", who->peer, why);

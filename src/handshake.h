@@ -38,6 +38,8 @@ struct handshake;
 struct handshake *handshake_start(const struct handshake_who *who, struct stream *out, const char *via,
 				  enum end_reason *reason);
 void handshake_destroy(struct handshake *h);
+/* The answer's HTTP status, once its status line is in (else 0). */
+int handshake_status(const struct handshake *h);
 
 /* Feeds bytes of the answer; returns an upgrade_result. *used is how many
  * belong to the answer (after UPGRADE_SWITCHED, the rest are frames). */

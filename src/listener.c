@@ -280,7 +280,8 @@ static void on_connection(uv_stream_t *server, int status)
 		 * descriptor back (EMFILE); say so once a second at most. */
 		uint64_t now = uv_now(l->loop);
 		if (now - l->accept_error_logged_at >= 1000) {
-			log_error("cannot accept a connection: %s%s", uv_strerror(status),
+			log_error("cannot accept a connection%s%s: %s%s", f->env.name ? " on " : "",
+				  f->env.name ? f->env.name : "", uv_strerror(status),
 				  status == UV_EMFILE || status == UV_ENFILE
 					  ? " (out of file descriptors: raise 'ulimit -n' or lower --max-connections)"
 					  : "");
@@ -517,8 +518,9 @@ static bool same_address(const struct sockaddr_storage *a, const struct sockaddr
 }
 
 /* Which forward a socket from systemd serves: the one its
- * FileDescriptorName= names (a profile with one forward, or a forward as
- * written), else the one whose address it is bound to, else the only one. */
+ * FileDescriptorName= names (a profile with one forward; systemd allows no
+ * ':' in a name, so a forward's spec cannot be one), else the one whose
+ * address it is bound to, else the only one. */
 static struct forward *match_socket(struct listener *l, const struct systemd_socket *s,
 				    const struct sockaddr_storage *bound)
 {
@@ -526,8 +528,7 @@ static struct forward *match_socket(struct listener *l, const struct systemd_soc
 		struct forward *f = &l->forwards[i];
 		if (f->passed_fd >= 0 || s->name[0] == '\0')
 			continue;
-		if ((f->alone && f->cfg.profile != NULL && strcmp(s->name, f->cfg.profile) == 0) ||
-		    (f->cfg.forwards[0].spec != NULL && strcmp(s->name, f->cfg.forwards[0].spec) == 0))
+		if (f->alone && f->cfg.profile != NULL && strcmp(s->name, f->cfg.profile) == 0)
 			return f;
 	}
 	for (size_t i = 0; i < l->n_forwards; i++) {
@@ -640,6 +641,9 @@ static void start_lifetime_handles(struct listener *l)
 /* The loop is over: a last try for the log lines still waiting. */
 static int finish_loop(struct listener *l, int status)
 {
+	/* libuv put SIGUSR1's default action (the end of the process) back
+	 * when its handle closed. */
+	signal(SIGUSR1, SIG_IGN);
 	uv_loop_close(l->loop);
 	log_flush();
 	listener_finish(l);
@@ -728,7 +732,8 @@ static int listener_init(struct listener *l, uv_loop_t *loop, const struct liste
 			f->cfg.forwards[0] = specs[k];
 			f->cfg.n_forwards = 1;
 			f->env = (struct tunnel_env){.loop = loop, .cfg = &f->cfg, .proxy = srcs[i].proxy,
-						     .tls = srcs[i].tls, .proxy_tls = srcs[i].proxy_tls};
+						     .tls = srcs[i].tls, .proxy_tls = srcs[i].proxy_tls,
+						     .ids = &l->next_id};
 			format_local(&f->cfg, f->where, sizeof(f->where));
 			format_remote(&f->cfg, f->remote, sizeof(f->remote));
 		}
@@ -838,6 +843,8 @@ int listener_run(const struct listener_source *srcs, size_t n_srcs)
 {
 	struct listener l;
 	signal(SIGPIPE, SIG_IGN);
+	/* Until its handle is up, a report asked for must not end the process. */
+	signal(SIGUSR1, SIG_IGN);
 	if (srcs[0].cfg->stdio) {
 		if (listener_init(&l, uv_default_loop(), srcs, 1) < 0) {
 			log_error("out of memory for the tunnel");

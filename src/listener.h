@@ -87,6 +87,7 @@ struct listener {
 	uint64_t refused_logged_at, accept_error_logged_at;
 	/* Since the start: tunnels carried and the bytes of those that ended. */
 	uint64_t carried, ended_sent, ended_received;
+	uint64_t next_id; /* tunnel numbers, one sequence for every forward */
 };
 
 /* Binds every forward of the sources (or takes the sockets systemd passed)

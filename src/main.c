@@ -2,6 +2,7 @@
  * the exit status. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,10 +205,11 @@ static bool parse_sources(int argc, char **argv, unsigned std_closed, struct sou
 	int rc = cli_parse_tcp_tunnel(argc, argv, &srcs[0].cfg, err, sizeof(err));
 	if (rc == CLI_PROFILES) {
 		/* The same command line, once for each profile. */
-		size_t count = srcs[0].cfg.n_profiles;
-		free_sources(srcs, 1);
+		struct source *first = srcs;
+		size_t count = first->cfg.n_profiles;
 		if ((srcs = calloc(count, sizeof(*srcs))) == NULL) {
 			fprintf(stderr, "error: out of memory\n");
+			free_sources(first, 1);
 			*status = 1;
 			return false;
 		}
@@ -215,14 +217,18 @@ static bool parse_sources(int argc, char **argv, unsigned std_closed, struct sou
 			cli_defaults(&srcs[k].cfg);
 			srcs[k].cfg.std_closed = std_closed;
 			srcs[k].cfg.profile_index = k + 1;
+			srcs[k].cfg.base = &first->cfg;
 			rc = cli_parse_tcp_tunnel(argc, argv, &srcs[k].cfg, err, sizeof(err));
+			srcs[k].cfg.base = NULL;
 			if (rc != CLI_OK) {
 				fprintf(stderr, "error: %s\n", err);
 				free_sources(srcs, k + 1);
+				free_sources(first, 1);
 				*status = CLI_EXIT_USAGE;
 				return false;
 			}
 		}
+		free_sources(first, 1);
 		*out = srcs;
 		*n = count;
 		return true;
@@ -342,6 +348,9 @@ static bool is_tcp_tunnel(const char *cmd)
 int main(int argc, char **argv)
 {
 	unsigned std_closed = reopen_closed_std();
+	/* SIGUSR1 asks a running tunnel for a report (listener.c): one sent
+	 * while it starts (loading a trust store, binding) must not end it. */
+	signal(SIGUSR1, SIG_IGN);
 	bool verbose = false;
 	int bad_env = log_init();
 	log_stream_setup();

@@ -1,10 +1,12 @@
-/* tcp_stream: resolve, connect (every address in turn), read, write,
- * close; see tcp_stream.h. */
+/* tcp_stream: resolve, connect (Happy Eyeballs), read, write, close; see
+ * tcp_stream.h. */
 #include "tcp_stream.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "tcpinfo.h"
@@ -12,11 +14,17 @@
 
 #define TCP(s) ((struct tcp_stream *)(s))
 
-static void try_next(struct tcp_stream *t);
+struct tcp_racer {
+	uv_tcp_t tcp;
+	uv_connect_t req;
+	struct tcp_stream *owner;
+	size_t slot;
+	char peer[64];
+};
 
-static void opened(struct tcp_stream *t, int status, enum stream_stage stage)
+static void opened(struct tcp_stream *t, int status, enum stream_stage stage, const char *detail)
 {
-	t->base.events->opened(t->base.user, status, stage, NULL);
+	t->base.events->opened(t->base.user, status, stage, detail);
 }
 
 static void on_write_done(struct writer *w, int status)
@@ -40,71 +48,200 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 	t->base.events->read(t->base.user, (const uint8_t *)buf->base, (size_t)nread);
 }
 
-/* The last close callback of the stream: what opened it is released, and
- * the layer above hears that everything below is closed. */
+/* The last of the stream's handles is closed: the layer above hears it. */
+static void handle_closed(struct tcp_stream *t)
+{
+	if (--t->pending == 0 && t->state == TS_CLOSING) {
+		t->state = TS_CLOSED;
+		t->base.events->closed(t->base.user);
+	}
+}
+
 static void on_closed(uv_handle_t *handle)
 {
 	struct tcp_stream *t = handle->data;
 	t->tcp_live = false;
-	if (t->state == TS_CLOSING) {
-		t->state = TS_CLOSED;
-		t->base.events->closed(t->base.user);
-		return;
-	}
-	try_next(t); /* a failed attempt is closed: on to the next address */
+	handle_closed(t);
 }
 
-static void on_connected(uv_connect_t *req, int status)
+static void on_stagger_closed(uv_handle_t *handle)
 {
-	struct tcp_stream *t = req->data;
-	if (t->state != TS_CONNECTING)
-		return; /* closed meanwhile: the close callback finishes up */
-	if (status < 0) {
-		t->last_error = status;
-		log_debug("connecting to %s failed: %s", t->peer, uv_strerror(status));
-		uv_close((uv_handle_t *)&t->tcp, on_closed);
+	struct tcp_stream *t = handle->data;
+	t->stagger_live = false;
+	handle_closed(t);
+}
+
+static void on_racer_closed(uv_handle_t *handle)
+{
+	struct tcp_racer *r = handle->data;
+	struct tcp_stream *t = r->owner;
+	t->racers[r->slot] = NULL;
+	free(r);
+	handle_closed(t);
+}
+
+static void close_racer(struct tcp_racer *r)
+{
+	if (!uv_is_closing((uv_handle_t *)&r->tcp))
+		uv_close((uv_handle_t *)&r->tcp, on_racer_closed);
+}
+
+static void stop_stagger(struct tcp_stream *t)
+{
+	if (t->stagger_live && !uv_is_closing((uv_handle_t *)&t->stagger))
+		uv_close((uv_handle_t *)&t->stagger, on_stagger_closed);
+}
+
+/* Notes an address's failure for the message, "ADDR: why; ...". */
+static void note_failure(struct tcp_stream *t, const char *peer, int status)
+{
+	t->last_error = status;
+	size_t used = strlen(t->errors);
+	snprintf(t->errors + used, sizeof(t->errors) - used, "%s%s: %s", used ? "; " : "", peer, uv_strerror(status));
+}
+
+/* Every address failed: the last failure, and each address's when there
+ * were several. */
+static void all_failed(struct tcp_stream *t)
+{
+	stop_stagger(t);
+	uv_freeaddrinfo(t->addrs);
+	t->addrs = NULL;
+	t->state = TS_FAILED;
+	int status = t->last_error ? t->last_error : UV_ECONNREFUSED;
+	opened(t, status, STAGE_CONNECT, t->next_try > 1 ? t->errors : NULL);
+}
+
+static void start_next(struct tcp_stream *t);
+
+static void on_stagger(uv_timer_t *timer)
+{
+	start_next(timer->data);
+}
+
+static void on_racer_connected(uv_connect_t *req, int status)
+{
+	struct tcp_racer *r = req->data;
+	struct tcp_stream *t = r->owner;
+	t->in_flight--;
+	if (t->state != TS_CONNECTING) {
+		close_racer(r); /* another won, or the stream is closing */
 		return;
 	}
-	uv_freeaddrinfo(t->addrs);
-	t->addrs = t->next = NULL;
-	uv_tcp_nodelay(&t->tcp, 1);
+	if (status < 0) {
+		log_debug("connecting to %s failed: %s", r->peer, uv_strerror(status));
+		note_failure(t, r->peer, status);
+		close_racer(r);
+		if (t->next_try < t->n_order)
+			start_next(t); /* at once: no reason to wait any more */
+		else if (t->in_flight == 0)
+			all_failed(t);
+		return;
+	}
+	/* The winner: its socket becomes the stream's own handle, and every
+	 * other attempt is closed. */
 	uv_os_fd_t fd;
+	int own = -1;
+	if (uv_fileno((const uv_handle_t *)&r->tcp, &fd) == 0)
+		own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	int rc = own < 0 ? UV_EMFILE : uv_tcp_init(t->loop, &t->tcp);
+	if (rc == 0) {
+		t->tcp.data = t;
+		t->tcp_live = true;
+		t->pending++;
+		rc = uv_tcp_open(&t->tcp, own);
+		if (rc != 0)
+			close(own);
+	} else if (own >= 0) {
+		close(own);
+	}
+	snprintf(t->peer, sizeof(t->peer), "%s", r->peer);
+	for (size_t i = 0; i < TCP_MAX_TRIES; i++)
+		if (t->racers[i] != NULL)
+			close_racer(t->racers[i]);
+	stop_stagger(t);
+	uv_freeaddrinfo(t->addrs);
+	t->addrs = NULL;
+	if (rc != 0) {
+		t->state = TS_FAILED;
+		opened(t, rc, STAGE_CONNECT, NULL);
+		return;
+	}
+	uv_tcp_nodelay(&t->tcp, 1);
 	if (t->probe_every > 0 && uv_fileno((const uv_handle_t *)&t->tcp, &fd) == 0 &&
 	    tcpinfo_keepalive(fd, t->probe_every) != 0)
 		log_debug("cannot turn TCP keepalive probes on for %s", t->peer);
 	writer_init(&t->w, (uv_stream_t *)&t->tcp, on_write_done);
 	t->state = TS_OPEN;
-	opened(t, 0, STAGE_OPEN);
+	opened(t, 0, STAGE_OPEN, NULL);
 }
 
-/* Connects to the next address, or reports the last failure. */
-static void try_next(struct tcp_stream *t)
+/* Starts an attempt on the next address; with more to come, the next one
+ * follows after TCP_STAGGER_MS unless this one fails first. */
+static void start_next(struct tcp_stream *t)
 {
-	while (t->next != NULL) {
-		struct addrinfo *ai = t->next;
-		t->next = ai->ai_next;
-		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-			continue;
-		url_format_sockaddr(ai->ai_addr, t->peer, sizeof(t->peer));
-		int rc = uv_tcp_init(t->loop, &t->tcp);
+	while (t->next_try < t->n_order) {
+		const struct addrinfo *ai = t->order[t->next_try];
+		size_t slot = t->next_try++;
+		char peer[64];
+		url_format_sockaddr(ai->ai_addr, peer, sizeof(peer));
+		snprintf(t->peer, sizeof(t->peer), "%s", peer);
+		struct tcp_racer *r = calloc(1, sizeof(*r));
+		int rc = r == NULL ? UV_ENOMEM : uv_tcp_init(t->loop, &r->tcp);
 		if (rc < 0) {
-			t->last_error = rc;
+			free(r);
+			note_failure(t, peer, rc);
 			continue;
 		}
-		t->tcp_live = true;
-		t->tcp.data = t;
-		log_trace("connecting to %s", t->peer);
-		rc = uv_tcp_connect(&t->creq, &t->tcp, ai->ai_addr, on_connected);
-		if (rc == 0)
-			return;
-		t->last_error = rc;
-		uv_close((uv_handle_t *)&t->tcp, on_closed);
+		r->owner = t;
+		r->slot = slot;
+		r->tcp.data = r;
+		r->req.data = r;
+		snprintf(r->peer, sizeof(r->peer), "%s", peer);
+		t->racers[slot] = r;
+		t->pending++;
+		log_trace("connecting to %s", peer);
+		rc = uv_tcp_connect(&r->req, &r->tcp, ai->ai_addr, on_racer_connected);
+		if (rc < 0) {
+			note_failure(t, peer, rc);
+			close_racer(r);
+			continue;
+		}
+		t->in_flight++;
+		if (t->next_try < t->n_order && t->stagger_live)
+			uv_timer_start(&t->stagger, on_stagger, TCP_STAGGER_MS, 0);
+		else
+			stop_stagger(t);
 		return;
 	}
-	uv_freeaddrinfo(t->addrs);
-	t->addrs = NULL;
-	t->state = TS_FAILED;
-	opened(t, t->last_error ? t->last_error : UV_ECONNREFUSED, STAGE_CONNECT);
+	if (t->in_flight == 0)
+		all_failed(t);
+}
+
+/* RFC 8305 section 4: the resolver's order, the families taking turns,
+ * starting with the family of its first answer. */
+static void order_addresses(struct tcp_stream *t)
+{
+	const struct addrinfo *fam[2][TCP_MAX_TRIES];
+	size_t n[2] = {0, 0};
+	int first = -1;
+	for (const struct addrinfo *ai = t->addrs; ai != NULL; ai = ai->ai_next) {
+		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+			continue;
+		int f = ai->ai_family == AF_INET6;
+		if (first < 0)
+			first = f;
+		if (n[f] < TCP_MAX_TRIES)
+			fam[f][n[f]++] = ai;
+	}
+	t->n_order = 0;
+	for (size_t i = 0; t->n_order < TCP_MAX_TRIES && (i < n[0] || i < n[1]); i++) {
+		for (int k = 0; k < 2 && t->n_order < TCP_MAX_TRIES; k++) {
+			int f = k == 0 ? first : !first;
+			if (i < n[f])
+				t->order[t->n_order++] = fam[f][i];
+		}
+	}
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -117,18 +254,26 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 		uv_tcp_init(t->loop, &t->tcp);
 		t->tcp_live = true;
 		t->tcp.data = t;
+		t->pending++;
 		uv_close((uv_handle_t *)&t->tcp, on_closed);
 		return;
 	}
 	if (status < 0) {
 		t->state = TS_FAILED;
-		opened(t, status, STAGE_RESOLVE);
+		opened(t, status, STAGE_RESOLVE, NULL);
 		return;
 	}
-	t->addrs = t->next = res;
+	t->addrs = res;
 	t->state = TS_CONNECTING;
 	t->last_error = 0;
-	try_next(t);
+	t->errors[0] = '\0';
+	order_addresses(t);
+	if (t->n_order > 1 && uv_timer_init(t->loop, &t->stagger) == 0) {
+		t->stagger.data = t;
+		t->stagger_live = true;
+		t->pending++;
+	}
+	start_next(t);
 }
 
 static void tcp_open(struct stream *s)
@@ -144,7 +289,7 @@ static void tcp_open(struct stream *s)
 	int rc = uv_getaddrinfo(t->loop, &t->gai, on_resolved, t->name, service, &hints);
 	if (rc < 0) {
 		t->state = TS_FAILED;
-		opened(t, rc, STAGE_RESOLVE);
+		opened(t, rc, STAGE_RESOLVE, NULL);
 	}
 }
 
@@ -219,16 +364,24 @@ static void tcp_close(struct stream *s)
 	}
 	if (was == TS_OPEN)
 		write_now(t);
-	if (!t->tcp_live) {
+	for (size_t i = 0; i < TCP_MAX_TRIES; i++)
+		if (t->racers[i] != NULL)
+			close_racer(t->racers[i]);
+	stop_stagger(t);
+	if (t->tcp_live) {
+		if (!uv_is_closing((uv_handle_t *)&t->tcp))
+			uv_close((uv_handle_t *)&t->tcp, on_closed);
+		return;
+	}
+	if (t->pending == 0) {
 		/* Nothing is open (it failed, or never started): a bare handle
 		 * is closed so that `closed` comes from the loop, as always. */
 		uv_tcp_init(t->loop, &t->tcp);
 		t->tcp_live = true;
 		t->tcp.data = t;
-	} else if (uv_is_closing((uv_handle_t *)&t->tcp)) {
-		return; /* a failed attempt closing: its callback finishes */
+		t->pending++;
+		uv_close((uv_handle_t *)&t->tcp, on_closed);
 	}
-	uv_close((uv_handle_t *)&t->tcp, on_closed);
 }
 
 static const struct stream_ops tcp_ops = {
@@ -251,7 +404,6 @@ void tcp_stream_init(struct tcp_stream *t, uv_loop_t *loop, const char *name, ui
 	t->probe_every = probe_every;
 	t->state = TS_IDLE;
 	t->gai.data = t;
-	t->creq.data = t;
 	t->tcp.data = t;
 	writer_init(&t->w, NULL, on_write_done);
 }
@@ -260,7 +412,7 @@ void tcp_stream_finish(struct tcp_stream *t)
 {
 	if (t->addrs != NULL)
 		uv_freeaddrinfo(t->addrs);
-	t->addrs = t->next = NULL;
+	t->addrs = NULL;
 	writer_finish(&t->w);
 }
 

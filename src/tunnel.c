@@ -39,6 +39,7 @@
 #include "ending.h"
 #include "handshake.h"
 #include "liveness.h"
+#include "rng.h"
 #include "log.h"
 #include "upstream.h"
 #include "url.h"
@@ -51,14 +52,15 @@ enum up_state { UP_OPEN, UP_LINGER, UP_CLOSE_QUEUED, UP_CLOSED };
 enum down_state { DOWN_OPEN, DOWN_DRAIN, DOWN_FIN_SENT, DOWN_CLOSED };
 enum gw_state { GW_OPEN, GW_CLOSED, GW_GONE };
 /* What the tunnel's one timer is counting down. */
-enum timer_use { TIMER_NONE, TIMER_HANDSHAKE, TIMER_LINGER, TIMER_DRAIN };
+enum timer_use { TIMER_NONE, TIMER_HANDSHAKE, TIMER_RETRY, TIMER_LINGER, TIMER_DRAIN };
 
 #define B(s) (1u << (s))
 
 /* The transitions each setter allows, from each state. */
 static const unsigned phase_next[] = {
 	[PHASE_CONNECTING] = B(PHASE_HANDSHAKE) | B(PHASE_ENDED),
-	[PHASE_HANDSHAKE] = B(PHASE_OPEN) | B(PHASE_ENDED),
+	/* Back to connecting: a retry after a 502, 503 or 504. */
+	[PHASE_HANDSHAKE] = B(PHASE_CONNECTING) | B(PHASE_OPEN) | B(PHASE_ENDED),
 	[PHASE_OPEN] = B(PHASE_ENDED),
 	[PHASE_ENDED] = 0,
 };
@@ -107,7 +109,7 @@ struct tunnel {
 	struct tunnel_owner *owner;
 	uint64_t id;
 	char addr[64];   /* the local client's address */
-	char label[160]; /* how logs name it: the address, and the forward when there are several */
+	char label[448]; /* how logs name it: the address, and the forward when there are several */
 	uint64_t started_ms;
 
 	enum phase phase;
@@ -142,6 +144,11 @@ struct tunnel {
 
 	uv_timer_t timer; /* handshake timeout, linger, then the idle limit of the ending */
 	enum timer_use timer_use;
+	/* Retries before the first byte (see retry_or_fail): the attempts so
+	 * far, and whether the failed stack is closing for the next one. */
+	unsigned attempts;
+	bool retry_closing;
+	bool upstream_down; /* closed for a retry, not built anew yet */
 
 	struct liveness live;   /* the keepalive's view of the gateway */
 	uint64_t opened_at;     /* loop time the WebSocket opened */
@@ -329,6 +336,70 @@ static void feed_frames(struct tunnel *t, const uint8_t *data, size_t len)
 	}
 }
 
+/* ---- retries before the first byte --------------------------------------- */
+
+static void arm_timer(struct tunnel *t, enum timer_use use, uint64_t ms);
+
+/* Failures that a gateway (or what stands in front of it) gives while it
+ * restarts: worth another try, as long as nothing reached Otoroshi's
+ * route. */
+static bool retryable_status(int status, enum stream_stage stage)
+{
+	switch (stage) {
+	case STAGE_RESOLVE:
+		return status == UV_EAI_AGAIN;
+	case STAGE_CONNECT:
+		return status == UV_ECONNREFUSED || status == UV_ECONNRESET || status == UV_ENETUNREACH ||
+		       status == UV_EHOSTUNREACH;
+	default:
+		/* Past the TCP connection something answered (a proxy's refusal
+		 * comes as ECONNREFUSED at its stage): not retried. */
+		return false;
+	}
+}
+
+static bool retryable_http(int http_status)
+{
+	return http_status == 502 || http_status == 503 || http_status == 504;
+}
+
+/* 100 ms, doubling, each a random 75 % to 125 % of itself. */
+static uint64_t backoff_ms(unsigned attempt)
+{
+	uint64_t base = 100u << (attempt > 6 ? 6 : attempt - 1);
+	uint8_t r = 128;
+	if (rng_bytes(&r, 1) != 0)
+		r = 128;
+	return base * (192 + (uint64_t)r) / 256;
+}
+
+/* After a failed attempt: schedules the next one and returns true, or
+ * returns false when the handshake's time would be over first. `what`
+ * says what failed, for the debug line. */
+static bool retry_later(struct tunnel *t, const char *what)
+{
+	uint64_t now = now_ms(t), deadline = t->started_ms + TUNNEL_HANDSHAKE_TIMEOUT_MS;
+	uint64_t wait = backoff_ms(t->attempts);
+	if (now + wait >= deadline || t->stop_now || t->end_now != END_NONE)
+		return false;
+	log_debug("tunnel %" PRIu64 ": attempt %u failed (%s): trying again in %" PRIu64 " ms", t->id, t->attempts,
+		  what, wait);
+	if (t->phase == PHASE_HANDSHAKE) {
+		handshake_destroy(t->hs);
+		t->hs = NULL;
+		set_phase(t, PHASE_CONNECTING);
+	}
+	/* The failed stack closes first; the next one starts once it has
+	 * (ev_upstream_closed) and the wait is over (on_timer). */
+	t->retry_closing = true;
+	t->upstream_closing = true;
+	arm_timer(t, TIMER_RETRY, wait);
+	upstream_close(&t->upstream);
+	return true;
+}
+
+static void connect_again(struct tunnel *t);
+
 static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 {
 	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
@@ -336,6 +407,12 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 	int rc = handshake_feed(t->hs, data, len, &used);
 	if (rc == UPGRADE_NEED_MORE)
 		return;
+	if (rc == UPGRADE_REFUSED && retryable_http(handshake_status(t->hs))) {
+		char what[32];
+		snprintf(what, sizeof(what), "HTTP %d", handshake_status(t->hs));
+		if (retry_later(t, what))
+			return;
+	}
 	if (rc != UPGRADE_SWITCHED) {
 		t->end_now = handshake_report(&who, t->hs, rc, &t->http_status);
 		return;
@@ -352,13 +429,16 @@ static void handshake_input(struct tunnel *t, const uint8_t *data, size_t len)
 	feed_frames(t, data + used, len - used);
 }
 
+
 static void ev_upstream_opened(void *user, int status, enum stream_stage stage, const char *detail)
 {
 	struct tunnel *t = user;
-	if (t->phase != PHASE_CONNECTING)
+	if (t->phase != PHASE_CONNECTING || t->retry_closing)
 		return;
 	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 	if (status < 0) {
+		if (retryable_status(status, stage) && retry_later(t, uv_strerror(status)))
+			return;
 		t->end_now = handshake_report_open_failure(&who, status, stage, detail, now_ms(t));
 		proceed(t);
 		return;
@@ -388,6 +468,8 @@ static void ev_upstream_ended(void *user, int status)
 {
 	struct tunnel *t = user;
 	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
+	if (t->retry_closing)
+		return;
 	if (t->phase == PHASE_HANDSHAKE) {
 		t->end_now = handshake_report_eof(&who, t->hs, status, &t->http_status);
 	} else if (t->phase == PHASE_OPEN) {
@@ -435,7 +517,15 @@ static void handle_gone(struct tunnel *t)
 
 static void ev_upstream_closed(void *user)
 {
-	handle_gone(user);
+	struct tunnel *t = user;
+	if (t->retry_closing && t->phase != PHASE_ENDED) {
+		t->retry_closing = false;
+		t->upstream_down = true;
+		if (t->timer_use != TIMER_RETRY)
+			connect_again(t); /* the wait is already over */
+		return;
+	}
+	handle_gone(t);
 }
 
 static const struct stream_events upstream_events = {
@@ -558,6 +648,11 @@ static void on_timer(uv_timer_t *timer)
 	struct tunnel *t = timer->data;
 	enum timer_use use = t->timer_use;
 	t->timer_use = TIMER_NONE;
+	if (use == TIMER_RETRY) {
+		if (!t->retry_closing)
+			connect_again(t);
+		return;
+	}
 	if (use == TIMER_HANDSHAKE) {
 		struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 		handshake_report_timeout(&who, upstream_stage(&t->upstream), TUNNEL_HANDSHAKE_TIMEOUT_MS / 1000);
@@ -592,7 +687,7 @@ static void close_handle(struct tunnel *t, uv_handle_t *h)
 /* The summary's fields for JSON log lines: what its message says, the
  * address without the forward's name, and no close code or HTTP status
  * when there was none. */
-#define SUMMARY_FIELDS 8
+#define SUMMARY_FIELDS 9
 static size_t summary_fields(const struct tunnel *t, uint64_t ms, struct log_field out[SUMMARY_FIELDS])
 {
 	size_t n = 0;
@@ -606,6 +701,8 @@ static size_t summary_fields(const struct tunnel *t, uint64_t ms, struct log_fie
 		out[n++] = LOG_INT("close_code", t->close_code);
 	if (t->http_status != 0)
 		out[n++] = LOG_INT("http_status", t->http_status);
+	if (t->attempts > 1)
+		out[n++] = LOG_INT("attempts", t->attempts);
 	return n;
 }
 
@@ -616,11 +713,13 @@ static void end(struct tunnel *t, enum end_reason r)
 	say(t, r);
 	set_phase(t, PHASE_ENDED);
 	uint64_t ms = now_ms(t) - t->started_ms;
-	char extra[48] = "";
+	char extra[80] = "";
 	if (t->http_status != 0)
 		snprintf(extra, sizeof(extra), ", HTTP %d", t->http_status);
 	else if (t->close_code != 0)
 		snprintf(extra, sizeof(extra), ", Close %u", t->close_code);
+	if (t->attempts > 1)
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), ", after %u attempts", t->attempts);
 	struct log_field fields[SUMMARY_FIELDS];
 	log_fields(LOG_INFO, fields, summary_fields(t, ms, fields), "Tunnel from %s closed after %" PRIu64 ".%03u s: %"
 		   PRIu64 " bytes sent, %" PRIu64 " bytes received (%s%s)", t->label, ms / 1000, (unsigned)(ms % 1000),
@@ -632,6 +731,11 @@ static void end(struct tunnel *t, enum end_reason r)
 	close_handle(t, (uv_handle_t *)&t->timer);
 	close_handle(t, (uv_handle_t *)t->in);
 	close_handle(t, (uv_handle_t *)t->out);
+	if (t->upstream_down) {
+		/* Closed for a retry that will not come: that was its close. */
+		t->upstream_down = false;
+		t->open_handles--;
+	}
 	if (!t->upstream_closing) {
 		t->upstream_closing = true;
 		upstream_close(&t->upstream);
@@ -907,20 +1011,15 @@ static struct tunnel *tunnel_new(struct tunnel_env *env, struct tunnel_owner *ow
 		return NULL;
 	t->env = env;
 	t->owner = owner;
-	t->id = ++env->next_id;
+	t->id = env->ids != NULL ? ++*env->ids : ++env->next_id;
 	t->started_ms = uv_now(env->loop);
 	bufq_init(&t->hold);
 	return t;
 }
 
-/* What both starts share, once the local handles exist: the timer, the
- * connection stack, the WebSocket, and the first steps. */
-static void begin(struct tunnel *t, int local_handles)
+static void init_upstream(struct tunnel *t)
 {
 	const struct tunnel_config *cfg = t->env->cfg;
-	writer_init(&t->lw, t->out, on_local_written);
-	uv_timer_init(t->env->loop, &t->timer);
-	t->timer.data = t;
 	struct upstream_params p = {
 		.gw_name = cfg->gw_name,
 		.gw_port = cfg->gw_port,
@@ -932,6 +1031,32 @@ static void begin(struct tunnel *t, int local_handles)
 		.probe_every = cfg->keepalive > 0 ? (cfg->keepalive + 3) / 4 : 0,
 	};
 	upstream_init(&t->upstream, t->env->loop, &p, &upstream_events, t);
+	t->attempts++;
+}
+
+/* The next attempt, on a stack built anew, within what is left of the
+ * handshake's time. */
+static void connect_again(struct tunnel *t)
+{
+	upstream_finish(&t->upstream);
+	init_upstream(t);
+	t->upstream_closing = false;
+	t->upstream_down = false;
+	uint64_t spent = now_ms(t) - t->started_ms;
+	arm_timer(t, TIMER_HANDSHAKE, spent < TUNNEL_HANDSHAKE_TIMEOUT_MS ? TUNNEL_HANDSHAKE_TIMEOUT_MS - spent : 1);
+	log_debug("tunnel %" PRIu64 ": attempt %u", t->id, t->attempts);
+	upstream_connect(&t->upstream);
+	proceed(t);
+}
+
+/* What both starts share, once the local handles exist: the timer, the
+ * connection stack, the WebSocket, and the first steps. */
+static void begin(struct tunnel *t, int local_handles)
+{
+	writer_init(&t->lw, t->out, on_local_written);
+	uv_timer_init(t->env->loop, &t->timer);
+	t->timer.data = t;
+	init_upstream(t);
 	t->open_handles = local_handles + 2;
 	t->ws = ws_create(&ws_cbs, t, upstream_stream(&t->upstream));
 	if (t->ws == NULL) {

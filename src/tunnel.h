@@ -42,6 +42,9 @@ struct tunnel_env {
 	struct tls_setup *proxy_tls;  /* an https:// proxy's, or NULL */
 	/* The forward's name in logs, when the run has several; else NULL. */
 	const char *name;
+	/* The sequence the tunnels' numbers come from: shared by the envs of
+	 * one run, so that no two tunnels of a log share one; NULL: next_id. */
+	uint64_t *ids;
 	uint64_t next_id;
 };
 

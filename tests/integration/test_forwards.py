@@ -571,3 +571,83 @@ def test_units_install_and_verify(tmp_path):
         pytest.skip(f"systemd-analyze verify cannot run here: {out.strip()[:300]}")
     assert r.returncode == 0, out
     assert "otoroshictl-tunnel" not in out, out
+
+
+def test_a_secret_from_a_fifo_serves_every_profile(gateway, service, spawn, tmp_path):
+    # The secret file is read once, however many profiles take it.
+    a = service(EchoServer, greeting=b"A:")
+    b = service(EchoServer, greeting=b"B:")
+    g = gateway([route("bearer", a.addr, host="127.0.0.1", tokens=["fifo-tok"]),
+                 route("bearer", b.addr, host="localhost", tokens=["fifo-tok"])])
+    ini = write_ini(tmp_path / "t.ini", f"[a]\nhost = 127.0.0.1:{g.port}\naccess-type = bearer\nlocal-port = 0\n"
+                                        f"[b]\nhost = localhost:{g.port}\naccess-type = bearer\nlocal-port = 0\n")
+    fifo = tmp_path / "token.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"fifo-tok\n"), daemon=True)
+    writer.start()
+    t = spawn(["--config", ini, "-p", "a", "-p", "b", "--bearer-token-file", fifo])
+    fwd = listening(t)
+    assert exchange(fwd[0][1], b"1") == b"A:1"
+    assert exchange(fwd[1][1], b"2") == b"B:2"
+    writer.join(5)
+
+
+def test_address_flags_and_stdio_replace_a_profiles_forward_lines(gateway, spawn, tmp_path, echo, home):
+    g = gateway([public_route(DYNAMIC)])
+    ini = write_ini(tmp_path / "t.ini", f"[p]\nhost = {g.addr}\naccess-type = public\n"
+                                        f"forward = 0:127.0.0.1:{echo.port}\nforward = 0:127.0.0.1:1\n")
+    t = spawn(["--config", ini, "-p", "p", "--local-port", "0", "--remote-host", "127.0.0.1",
+               "--remote-port", echo.port])
+    fwd = listening(t)
+    assert len(fwd) == 1 and fwd[0][2] == f"127.0.0.1:{echo.port}"
+    assert exchange(fwd[0][1], b"one forward") == b"one forward"
+    r = subprocess.run([binary(), "tcp-tunnel", "--config", str(ini), "-p", "p", "--stdio", "--remote-host",
+                        "127.0.0.1", "--remote-port", str(echo.port)], input=b"over stdio",
+                       capture_output=True, timeout=20, env=clean_env(home, None))
+    assert r.returncode == 0 and r.stdout == b"over stdio", r
+
+
+def test_tunnel_numbers_are_unique_across_forwards(gateway, tunnel, echo):
+    g = gateway([public_route(DYNAMIC)])
+    t = tunnel(g, "--access-type", "public", "-L", f"0:127.0.0.1:{echo.port}", "-L", f"0:127.0.0.1:{echo.port}",
+               level="debug")
+    fwd = listening(t)
+    for _, port, _ in fwd + fwd:
+        assert exchange(port, b"n") == b"n"
+    numbers = re.findall(r"tunnel (\d+): connected to Otoroshi", t.text())
+    assert sorted(map(int, numbers)) == [1, 2, 3, 4], numbers
+
+
+def test_sigusr1_during_startup_does_not_end_the_process(gateway, home):
+    # A report asked for before the listeners are up is not the signal's
+    # default (the end of the process).
+    g = gateway([public_route(DYNAMIC)])
+    p = subprocess.Popen([binary(), "tcp-tunnel", "--host", g.addr, "--access-type", "public", "-L", "0:a:1"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=clean_env(home))
+    try:
+        # Once the process has taken SIGUSR1 over (ignored or caught; before
+        # main() runs, nothing can), no number of them ends it.
+        def taken():
+            try:
+                fields = dict(ln.split(":\t", 1) for ln in Path(f"/proc/{p.pid}/status").read_text().splitlines()
+                              if ":\t" in ln)
+            except OSError:
+                return False
+            bit = 1 << (signal.SIGUSR1 - 1)
+            return bool((int(fields.get("SigIgn", "0"), 16) | int(fields.get("SigCgt", "0"), 16)) & bit)
+        wait_until(taken, 10, interval=0.001, message="SIGUSR1 taken over")
+        for _ in range(20):
+            p.send_signal(signal.SIGUSR1)
+        line = p.stderr.readline()
+        while b"TCP tunnel ready" not in line:
+            assert line, "the process ended"
+            line = p.stderr.readline()
+        p.send_signal(signal.SIGUSR1)
+        assert b"Status: 0 tunnels open" in p.stderr.readline()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)

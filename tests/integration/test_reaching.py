@@ -1,6 +1,12 @@
-"""Reaching the gateway another way: --connect-to (curl's meaning) and --header."""
+"""Reaching the gateway: --connect-to (curl's meaning), --header, retries before the first
+byte, Happy Eyeballs."""
 
+import os
 import re
+import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -129,3 +135,166 @@ def test_secret_header_values_are_never_logged(gateway, tunnel, echo):
         assert value not in text, name
         assert f"with the header {name}: (hidden" in text
     assert "with the header X-Team: visible-value" in text
+
+
+# --- retries before the first byte -----------------------------------------------------
+
+def summary(t):
+    return t.wait_for(r"Tunnel from \S+ closed after .*\)$", 15).string
+
+
+def test_a_gateway_started_after_the_client_connected_still_gets_its_bytes(gateway, tunnel, echo):
+    port = free_port()
+    t = tunnel(f"127.0.0.1:{port}", *PUBLIC, level="debug")
+    with t.connect() as s:
+        s.sendall(b"sent while nothing listens\n")
+        time.sleep(1.5)  # the scenario itself: the gateway comes up 1.5 s later
+        g = gateway([public_route(echo.addr)], listen=f"127.0.0.1:{port}")
+        s.settimeout(15)
+        got = b""
+        while len(got) < 27:
+            chunk = s.recv(100)
+            assert chunk, t.text()
+            got += chunk
+        assert got == b"sent while nothing listens\n"
+    line = summary(t)
+    m = re.search(r"after (\d+) attempts\)$", line)
+    assert m and int(m.group(1)) >= 3, line
+    assert len(g.records("request")) == 1
+    assert "failed (connection refused): trying again in" in t.text()
+    assert "ERROR" not in t.text()
+
+
+def test_503_from_the_front_is_retried_then_the_tunnel_opens(gateway, tunnel, echo):
+    g = gateway([public_route(echo.addr, refuse={"status": 503, "body": "down for a moment"})])
+    t = tunnel(g, *PUBLIC, level="debug")
+    with t.connect() as s:
+        s.sendall(b"early")
+        g.wait_records("request", 2, timeout=10)
+        g.set_routes([public_route(echo.addr)])
+        s.settimeout(15)
+        assert s.recv(5) == b"early"
+    assert re.search(r"attempt \d+ failed \(HTTP 503\): trying again in \d+ ms", t.text())
+    assert re.search(r"after \d+ attempts\)$", summary(t))
+    statuses = [r["status"] for r in g.records("request")]
+    assert statuses[-1] == 101 and set(statuses[:-1]) == {503}, statuses
+
+
+def test_503_until_the_handshake_time_is_over_is_one_error(gateway, tunnel, echo):
+    g = gateway([public_route(echo.addr, refuse={"status": 503, "body": "down"})])
+    t = tunnel(g, *PUBLIC)
+    with t.connect() as s:
+        start = time.monotonic()
+        s.settimeout(15)
+        assert s.recv(10) == b""
+        assert time.monotonic() - start < 11
+    line = summary(t)
+    assert re.search(r"HTTP 503, after \d+ attempts\)$", line), line
+    assert t.text().count("Otoroshi refused the tunnel") == 1, t.text()
+    assert len(g.records("request")) >= 4
+
+
+def test_no_retry_after_a_401(gateway, tunnel, echo):
+    g = gateway([route("apikey", echo.addr, apikeys=["id:right"])])
+    t = tunnel(g, "--apikey-client-id", "id", "--apikey-client-secret", "wrong")
+    with t.connect() as s:
+        s.settimeout(10)
+        assert s.recv(10) == b""
+    line = summary(t)
+    assert "HTTP 40" in line and "attempts" not in line, line
+    assert len(g.records("request")) == 1
+
+
+def test_no_retry_after_a_101(gateway, tunnel):
+    dead = free_port()
+    g = gateway([public_route(f"127.0.0.1:{dead}")])
+    t = tunnel(g, *PUBLIC)
+    with t.connect() as s:
+        s.settimeout(10)
+        assert s.recv(10) == b""
+    line = summary(t)
+    assert "Close 1011" in line and "attempts" not in line, line
+    assert len(g.records("request")) == 1
+
+
+# --- Happy Eyeballs ---------------------------------------------------------------------
+
+def blackhole_v6(port):
+    """A socket on [::1]:port whose backlog is full and that never accepts: SYNs to it
+    get no answer, as from a firewall that drops them. Returns what to close."""
+    s = socket.socket(socket.AF_INET6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::1", port))
+    s.listen(0)
+    fill = [s]
+    for _ in range(8):
+        c = socket.socket(socket.AF_INET6)
+        c.setblocking(False)
+        try:
+            c.connect(("::1", port))
+        except BlockingIOError:
+            pass
+        fill.append(c)
+    probe = socket.socket(socket.AF_INET6)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(("::1", port))
+        pytest.skip("a full backlog does not drop connection attempts here")
+    except (TimeoutError, socket.timeout):
+        pass
+    finally:
+        probe.close()
+    return fill
+
+
+@pytest.fixture
+def dual_name(tmp_path, monkeypatch):
+    """dual.test resolving to ::1 then 127.0.0.1, for the tunnel only: it runs in a
+    mount namespace of its own where /etc/hosts says so."""
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare (util-linux)")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 dual.test\n127.0.0.1 dual.test\n")
+    probe = subprocess.run(["unshare", "--mount", "sh", "-c", f"mount --bind {hosts} /etc/hosts && "
+                            "getent ahosts dual.test"], capture_output=True, timeout=10)
+    if probe.returncode != 0 or not probe.stdout.startswith(b"::1"):
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.decode()[:200]}")
+    wrapper = tmp_path / "otoroshictl"
+    wrapper.write_text("#!/bin/sh\n"
+                       f"exec unshare --mount sh -c 'mount --bind {hosts} /etc/hosts && exec \"$0\" \"$@\"' "
+                       f"{os.environ['OTOROSHICTL_BIN']} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("OTOROSHICTL_BIN", str(wrapper))
+    return "dual.test"
+
+
+def test_happy_eyeballs_skips_an_address_that_drops_packets(gateway, tunnel, echo, dual_name):
+    g = gateway([public_route(echo.addr, host="*")])
+    try:
+        hole = blackhole_v6(g.port)
+    except OSError as e:
+        pytest.skip(f"[::1]:{g.port} is taken: {e}")
+    try:
+        t = tunnel(f"{dual_name}:{g.port}", *PUBLIC, level="trace")
+        with t.connect() as s:
+            start = time.monotonic()
+            assert echo_once(s, b"by the other family") == b"by the other family"
+            took = time.monotonic() - start
+        assert took < 1, f"the tunnel took {took:.2f} s"
+        assert re.search(rf"connected to Otoroshi at 127\.0\.0\.1:{g.port}", t.text()), t.text()
+        # The first attempt went to ::1, as the resolver ordered them.
+        tries = re.findall(r"connecting to (\S+)", t.text())
+        assert tries[:2] == [f"[::1]:{g.port}", f"127.0.0.1:{g.port}"], tries
+    finally:
+        for s in hole:
+            s.close()
+
+
+def test_every_address_refused_names_each(tunnel, dual_name):
+    port = free_port()
+    t = tunnel(f"{dual_name}:{port}", *PUBLIC)
+    with t.connect() as s:
+        s.settimeout(15)
+        assert s.recv(10) == b""
+    line = t.wait_for(r"^\[ERROR .*cannot connect to Otoroshi", 5).string
+    assert f"[::1]:{port}: connection refused; 127.0.0.1:{port}: connection refused" in line, line
