@@ -17,7 +17,7 @@ enum opt_id {
 	OPT_KEEPALIVE, OPT_LINGER, OPT_MAX_CONNECTIONS, OPT_PROXY, OPT_STDIO,
 	OPT_CA_CERT, OPT_CLIENT_CERT, OPT_CLIENT_KEY, OPT_INSECURE, OPT_TLS_SERVER_NAME,
 	OPT_PROXY_CA_CERT, OPT_PROXY_INSECURE,
-	OPT_CONNECT_TO, OPT_HEADER, OPT_FORWARD, OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
+	OPT_CHECK, OPT_CHECK_WAIT, OPT_CONNECT_TO, OPT_HEADER, OPT_FORWARD, OPT_PROFILE, OPT_CONFIG, OPT_LIST_PROFILES,
 	OPT_LOG_FORMAT, OPT_LOG_TIMESTAMPS,
 	OPT_VERBOSE, OPT_HELP,
 };
@@ -64,6 +64,8 @@ static const struct opt opts[] = {
 	{"tls-server-name", 0, true, OPT_TLS_SERVER_NAME, ANYWHERE, OPT_TLS_SERVER_NAME, false},
 	{"proxy-ca-cert", 0, true, OPT_PROXY_CA_CERT, ANYWHERE, OPT_PROXY_CA_CERT, false},
 	{"proxy-insecure", 0, false, OPT_PROXY_INSECURE, ANYWHERE, OPT_PROXY_INSECURE, false},
+	{"check", 0, false, OPT_CHECK, IN_ARGV, OPT_CHECK, false},
+	{"check-wait", 0, true, OPT_CHECK_WAIT, ANYWHERE, OPT_CHECK_WAIT, false},
 	{"connect-to", 0, true, OPT_CONNECT_TO, ANYWHERE, OPT_CONNECT_TO, false},
 	{"header", 'H', true, OPT_HEADER, ANYWHERE, OPT_HEADER, false},
 	{"forward", 'L', true, OPT_FORWARD, ANYWHERE, OPT_FORWARD, false},
@@ -136,6 +138,7 @@ void cli_defaults(struct tunnel_config *cfg)
 	cfg->access = ACCESS_APIKEY;
 	cfg->keepalive = 30;
 	cfg->linger_ms = 2000;
+	cfg->check_wait_ms = 2000;
 	cfg->max_connections = 1024;
 }
 
@@ -518,7 +521,7 @@ static int add_header(struct tunnel_config *cfg, const char *v, char *err, size_
 	if (cfg->n_headers >= CONFIG_MAX_HEADERS)
 		return usage(err, errlen, "more than %s headers (--header '%.200s' is one more)", CONFIG_MAX_HEADERS_TEXT, v);
 	size_t cap = strlen(v) + 3;
-	char *line = malloc(cap);
+	char *line = calloc(1, cap); /* wiped by length at the end, even if left unused */
 	if (line == NULL || config_own(cfg, line) == NULL)
 		return usage(err, errlen, "out of memory for --header%s%s", "", "");
 	bool secret;
@@ -579,6 +582,12 @@ static int apply(const struct opt *o, const char *v, struct tunnel_config *cfg, 
 	case OPT_FORWARD: return add_forward(cfg, v, err, errlen);
 	case OPT_HEADER: return add_header(cfg, v, err, errlen);
 	case OPT_CONNECT_TO: cfg->connect_to = v; break;
+	case OPT_CHECK: cfg->check = true; break;
+	case OPT_CHECK_WAIT:
+		if (!parse_seconds_ms(v, 60, &cfg->check_wait_ms))
+			return usage(err, errlen, "--check-wait: '%s' is not a number of seconds from 0 to 60, such as 2 "
+				     "or 0.5%s", v, "");
+		break;
 	case OPT_PROFILE:
 		for (size_t i = 0; i < cfg->n_profiles; i++)
 			if (strcmp(cfg->profiles[i], v) == 0)
@@ -709,6 +718,16 @@ static int check_forwards(const struct tunnel_config *cfg, char *err, size_t err
 				     "([BIND:]PORT[:HOST:HOSTPORT])", opts[i].long_name, from);
 	if (cfg->stdio)
 		return usage(err, errlen, "--stdio carries one tunnel without a listener: it cannot go with %s%s", from, "");
+	return CLI_OK;
+}
+
+static int check_check(const struct tunnel_config *cfg, char *err, size_t errlen)
+{
+	if (cfg->check && cfg->stdio)
+		return usage(err, errlen, "--check opens its own tunnels and reads no input: it cannot go with --stdio%s%s",
+			     "", "");
+	if (!cfg->check && ((cfg->given >> OPT_CHECK_WAIT) & 1))
+		return usage(err, errlen, "--check-wait only applies with --check%s%s", "", "");
 	return CLI_OK;
 }
 
@@ -910,7 +929,7 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 		return CLI_LIST_PROFILES;
 	}
 	if (cfg->n_profiles > 1) {
-		if (cfg->stdio)
+		if (cfg->stdio && !cfg->check)
 			return usage(err, errlen, "--stdio carries one tunnel: give it one profile, not several (-p %s and "
 				     "others)%s", cfg->profiles[1], "");
 		if ((cfg->given >> OPT_FORWARD) & 1)
@@ -924,7 +943,8 @@ int cli_parse_tcp_tunnel(int argc, char **argv, struct tunnel_config *cfg, char 
 		return CLI_USAGE;
 	if (cfg->profile != NULL && apply_profile(cfg, err, errlen) != CLI_OK)
 		return named_profile(cfg, err, errlen, cfg->n_profiles > 1);
-	if (check(cfg, err, errlen) != CLI_OK || check_forwards(cfg, err, errlen) != CLI_OK)
+	if (check(cfg, err, errlen) != CLI_OK || check_forwards(cfg, err, errlen) != CLI_OK ||
+	    check_check(cfg, err, errlen) != CLI_OK)
 		return named_profile(cfg, err, errlen, cfg->n_profiles > 1);
 	return CLI_OK;
 }
@@ -984,7 +1004,12 @@ void cli_print_tcp_tunnel_help(FILE *out)
 	      "      --apikey-client-secret-file <FILE>, --bearer-token-file <FILE>, --session-token-file <FILE>\n"
 	      "          Read the secret from the first line of a file\n",
 	      out);
-	fputs("      --connect-to <HOST[:PORT]>\n"
+	fputs("      --check\n"
+	      "          Do not listen: check each forward step by step (DNS, TCP, proxy, TLS, upgrade,\n"
+	      "          target), print the checklist, exit 0 when every step passed\n"
+	      "      --check-wait <SECONDS>\n"
+	      "          With --check: how long to wait for the target's answer [default: 2]\n"
+	      "      --connect-to <HOST[:PORT]>\n"
 	      "          Connect to this address instead, keeping --host as the Host header and TLS name\n"
 	      "  -H, --header <'NAME: VALUE'>\n"
 	      "          An extra header for the upgrade request (repeatable)\n"

@@ -82,6 +82,8 @@ struct tunnel_config {
 	const char *proxy_ca_cert; /* --proxy-ca-cert: the CAs for an https:// proxy */
 	bool proxy_insecure;       /* --proxy-insecure: no verification of the proxy */
 	bool stdio;         /* one tunnel over standard input and output */
+	bool check;         /* --check: diagnose each forward, listen nowhere */
+	unsigned check_wait_ms; /* --check-wait: how long the target's answer is awaited */
 
 	/* Where to listen and what to reach: at least one once parsed. */
 	struct forward_spec forwards[CONFIG_MAX_FORWARDS];

@@ -697,7 +697,7 @@ static size_t forwards_of(const struct tunnel_config *cfg, struct forward_spec *
 	return 1;
 }
 
-static int listener_init(struct listener *l, uv_loop_t *loop, const struct listener_source *srcs, size_t n_srcs)
+int listener_prepare(struct listener *l, uv_loop_t *loop, const struct listener_source *srcs, size_t n_srcs)
 {
 	memset(l, 0, sizeof(*l));
 	l->loop = loop;
@@ -768,7 +768,7 @@ static void describe_forward(const struct forward *f, char *out, size_t outlen)
 
 int listener_open_set(struct listener *l, uv_loop_t *loop, const struct listener_source *srcs, size_t n_srcs)
 {
-	int rc = listener_init(l, loop, srcs, n_srcs);
+	int rc = listener_prepare(l, loop, srcs, n_srcs);
 	if (rc < 0) {
 		log_error("out of memory for the listeners");
 		return rc;
@@ -846,7 +846,7 @@ int listener_run(const struct listener_source *srcs, size_t n_srcs)
 	/* Until its handle is up, a report asked for must not end the process. */
 	signal(SIGUSR1, SIG_IGN);
 	if (srcs[0].cfg->stdio) {
-		if (listener_init(&l, uv_default_loop(), srcs, 1) < 0) {
+		if (listener_prepare(&l, uv_default_loop(), srcs, 1) < 0) {
 			log_error("out of memory for the tunnel");
 			return 1;
 		}

@@ -97,6 +97,10 @@ struct listener {
  * signal, ends it all gracefully, and once the loop has nothing left to
  * run, listener_finish frees the forwards. */
 int listener_open_set(struct listener *l, uv_loop_t *loop, const struct listener_source *srcs, size_t n_srcs);
+/* Sets the listener and its forwards up without opening anything: for a
+ * run that does not listen (--check). 0, or UV_ENOMEM; listener_finish
+ * frees. */
+int listener_prepare(struct listener *l, uv_loop_t *loop, const struct listener_source *srcs, size_t n_srcs);
 /* The same for one source. */
 int listener_open(struct listener *l, uv_loop_t *loop, const struct tunnel_config *cfg, const struct proxy *proxy,
 		  struct tls_setup *tls, struct tls_setup *proxy_tls);

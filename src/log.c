@@ -112,6 +112,11 @@ void log_set_format(enum log_format f)
 	format = f;
 }
 
+enum log_format log_get_format(void)
+{
+	return format;
+}
+
 void log_set_timestamps(bool on)
 {
 	timestamps = on;
@@ -439,23 +444,41 @@ static void log_line(enum log_level level, const struct log_field *fields, size_
 	emit(line, len);
 }
 
+/* The message of the last error or warning, whatever the level shown. */
+static char last_problem[1024];
+
+static void keep_problem(enum log_level level, const char *fmt, va_list ap)
+{
+	if (level > LOG_WARN)
+		return;
+	va_list copy;
+	va_copy(copy, ap);
+	vsnprintf(last_problem, sizeof(last_problem), fmt, copy);
+	va_end(copy);
+}
+
+const char *log_last_problem(void)
+{
+	return last_problem;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-	if (!log_enabled(level))
-		return;
 	va_list ap;
 	va_start(ap, fmt);
-	log_line(level, NULL, 0, fmt, ap);
+	keep_problem(level, fmt, ap);
+	if (log_enabled(level))
+		log_line(level, NULL, 0, fmt, ap);
 	va_end(ap);
 }
 
 void log_fields(enum log_level level, const struct log_field *fields, size_t n, const char *fmt, ...)
 {
-	if (!log_enabled(level))
-		return;
 	va_list ap;
 	va_start(ap, fmt);
-	log_line(level, fields, n, fmt, ap);
+	keep_problem(level, fmt, ap);
+	if (log_enabled(level))
+		log_line(level, fields, n, fmt, ap);
 	va_end(ap);
 }
 

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 enum log_level {
+	LOG_OFF = 0, /* as a level to show: nothing (--check says it all on stdout) */
 	LOG_ERROR = 1,
 	LOG_WARN,
 	LOG_INFO,
@@ -47,6 +48,7 @@ enum log_format {
 int log_format_parse(const char *name, enum log_format *out);
 /* The format from here on (a flag wins over OTOROSHICTL_LOG_FORMAT). */
 void log_set_format(enum log_format format);
+enum log_format log_get_format(void);
 /* Human lines show the time (UTC, milliseconds) before the level. JSON
  * lines always have it. */
 void log_set_timestamps(bool on);
@@ -83,6 +85,9 @@ struct log_field {
  * lines ignore them: the message says it all). */
 void log_fields(enum log_level level, const struct log_field *fields, size_t n, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* The message of the last error or warning logged (shown or not), or "":
+ * what --check puts on the line of the step that failed. */
+const char *log_last_problem(void);
 /* A line asked for (SIGUSR1's report): at info level, written whatever the
  * level, since whoever sent the signal wants to read it. */
 void log_report(const struct log_field *fields, size_t n, const char *fmt, ...)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "check.h"
 #include "cli.h"
 #include "completions.h"
 #include "listener.h"
@@ -296,6 +297,9 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct igno
 	 * speaks only when something goes wrong. */
 	if (srcs[0].cfg.stdio)
 		log_default(LOG_WARN);
+	/* --check puts every step, and the failing one's message, on stdout. */
+	if (srcs[0].cfg.check)
+		log_default(LOG_OFF);
 	bool any_verbose = verbose;
 	for (size_t i = 0; i < n; i++)
 		any_verbose = any_verbose || srcs[i].cfg.verbose;
@@ -331,7 +335,7 @@ static int run_tcp_tunnel(int argc, char **argv, bool verbose, const struct igno
 		ls[i] = (struct listener_source){&srcs[i].cfg, srcs[i].has_proxy ? &srcs[i].proxy : NULL, srcs[i].tls,
 						 srcs[i].proxy_tls};
 	}
-	status = listener_run(ls, n);
+	status = srcs[0].cfg.check ? check_run(ls, n, log_get_format() == LOG_FORMAT_JSON, stdout) : listener_run(ls, n);
 out:
 	free(ls);
 	bufq_pool_drain();

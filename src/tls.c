@@ -2,10 +2,12 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <mbedtls/asn1.h>
 #include <mbedtls/error.h>
@@ -38,6 +40,7 @@ struct tls_setup {
 	bool have_identity;
 	int *suites;
 	mbedtls_ssl_session last; /* offered to the next connection */
+	bool keep_chain;          /* --check shows the certificate: keep it */
 	bool have_last;
 	char last_name[256]; /* the name `last` was verified for */
 };
@@ -412,7 +415,7 @@ static bool cert_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, si
 static void drop_peer_chain(struct tls_conn *c)
 {
 #if !defined(TLS_V3) && defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE)
-	if (c->ssl.session != NULL && c->ssl.session->peer_cert != NULL) {
+	if (!c->setup->keep_chain && c->ssl.session != NULL && c->ssl.session->peer_cert != NULL) {
 		mbedtls_x509_crt_free(c->ssl.session->peer_cert);
 		mbedtls_free(c->ssl.session->peer_cert); /* mbedTLS's allocation, its allocator */
 		c->ssl.session->peer_cert = NULL;
@@ -459,9 +462,50 @@ int tls_conn_handshake(struct tls_conn *c)
 	return TLS_OK;
 }
 
+void tls_setup_keep_peer_chain(struct tls_setup *s)
+{
+	s->keep_chain = true;
+}
+
 bool tls_conn_resumed(const struct tls_conn *c)
 {
 	return c->resumed;
+}
+
+/* Days from now to an X.509 time (UTC). */
+static long days_until(const mbedtls_x509_time *t)
+{
+	struct tm tm = {0};
+	tm.tm_year = t->year - 1900;
+	tm.tm_mon = t->mon - 1;
+	tm.tm_mday = t->day;
+	tm.tm_hour = t->hour;
+	tm.tm_min = t->min;
+	tm.tm_sec = t->sec;
+	time_t when = timegm(&tm);
+	double left = difftime(when, time(NULL));
+	return (long)(left >= 0 ? left / 86400 : -((-left + 86399) / 86400));
+}
+
+void tls_conn_info(const struct tls_conn *c, struct tls_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->days_left = LONG_MIN;
+	snprintf(out->version, sizeof(out->version), "%s", mbedtls_ssl_get_version(&c->ssl));
+	const char *suite = mbedtls_ssl_get_ciphersuite(&c->ssl);
+	snprintf(out->suite, sizeof(out->suite), "%s", suite ? suite : "?");
+	snprintf(out->name, sizeof(out->name), "%s", c->verify_name);
+	out->verified = !c->setup->insecure;
+	out->resumed = c->resumed;
+	const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&c->ssl);
+	if (crt == NULL)
+		return;
+	out->have_cert = true;
+	if (mbedtls_x509_dn_gets(out->subject, sizeof(out->subject), &crt->subject) < 0)
+		snprintf(out->subject, sizeof(out->subject), "?");
+	if (mbedtls_x509_dn_gets(out->issuer, sizeof(out->issuer), &crt->issuer) < 0)
+		snprintf(out->issuer, sizeof(out->issuer), "?");
+	out->days_left = days_until(&crt->valid_to);
 }
 
 int tls_conn_read(struct tls_conn *c, uint8_t *out, size_t cap)

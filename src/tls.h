@@ -55,6 +55,9 @@ void tls_options_gateway(struct tls_options *o, const struct tunnel_config *cfg)
 struct tls_setup;
 struct tls_setup *tls_setup_create(const struct tls_options *o, char *err, size_t errlen);
 void tls_setup_destroy(struct tls_setup *s);
+/* Keeps the gateway's certificate chain after the handshake (for
+ * tls_conn_info), instead of freeing it once verified. */
+void tls_setup_keep_peer_chain(struct tls_setup *s);
 /* True when a client certificate is configured. */
 bool tls_setup_has_identity(const struct tls_setup *s);
 
@@ -86,6 +89,20 @@ int tls_conn_read(struct tls_conn *c, uint8_t *out, size_t cap);
 int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len);
 /* Writes close_notify. */
 void tls_conn_close_notify(struct tls_conn *c);
+/* What --check shows of an established connection. */
+struct tls_info {
+	char version[24];
+	char suite[80];
+	char subject[200];
+	char issuer[200];
+	long days_left;    /* until the certificate expires; LONG_MIN when unknown */
+	char name[256];    /* the name (or address) verified, or sent */
+	bool verified;     /* the certificate was checked (not --insecure) */
+	bool resumed;
+	bool have_cert;
+};
+void tls_conn_info(const struct tls_conn *c, struct tls_info *out);
+
 /* One line saying what failed and which flag would fix it. */
 void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen);
 

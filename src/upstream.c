@@ -106,6 +106,16 @@ enum stream_stage upstream_stage(const struct upstream *u)
 	return STAGE_OPEN;
 }
 
+const struct tls_conn *upstream_tls(const struct upstream *u)
+{
+	return u->has_tls && u->tls.state == TLSS_OPEN ? u->tls.tls : NULL;
+}
+
+const char *upstream_tried(const struct upstream *u)
+{
+	return u->tcp.errors;
+}
+
 const char *upstream_peer(const struct upstream *u)
 {
 	return u->tcp.peer[0] ? u->tcp.peer : "?";

@@ -58,6 +58,11 @@ void upstream_close(struct upstream *u);
 void upstream_finish(struct upstream *u);
 /* The step under way: where a stack that takes too long is stuck. */
 enum stream_stage upstream_stage(const struct upstream *u);
+/* The TLS connection to the gateway, once its handshake is done; NULL
+ * without --tls. */
+const struct tls_conn *upstream_tls(const struct upstream *u);
+/* Each address's failure before the one that connected, or "". */
+const char *upstream_tried(const struct upstream *u);
 /* The address TCP connected to (or is trying), for logs. */
 const char *upstream_peer(const struct upstream *u);
 /* What the keepalive needs to know of the connection now (liveness.h). */

@@ -633,6 +633,25 @@ static void test_headers(void **state)
 	expect_usage(&p, "--connect-to");
 }
 
+static void test_check_options(void **state)
+{
+	(void)state;
+	struct parsed p;
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--check");
+	expect_ok(&p);
+	assert_true(p.cfg.check);
+	assert_int_equal(p.cfg.check_wait_ms, 2000);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--check", "--check-wait=0.25");
+	expect_ok(&p);
+	assert_int_equal(p.cfg.check_wait_ms, 250);
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--check-wait", "1");
+	expect_usage(&p, "--check-wait only applies with --check");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--check", "--check-wait", "60.5");
+	expect_usage(&p, "--check-wait");
+	PARSE(&p, "--host", "gw", "--access-type", "public", "--check", "--stdio");
+	expect_usage(&p, "--stdio");
+}
+
 static void test_several_profiles(void **state)
 {
 	(void)state;
@@ -683,6 +702,7 @@ int main(void)
 		cmocka_unit_test(test_forwards),
 		cmocka_unit_test(test_several_profiles),
 		cmocka_unit_test(test_headers),
+		cmocka_unit_test(test_check_options),
 		cmocka_unit_test(test_linger),
 		cmocka_unit_test(test_reference_global_options_are_ignored),
 		cmocka_unit_test(test_minimal_apikey),
