@@ -93,11 +93,15 @@ static void stop_stagger(struct tcp_stream *t)
 }
 
 /* Notes an address's failure for the message, "ADDR: why; ...". */
+#define TCP_ERRORS_MAX 320
+
 static void note_failure(struct tcp_stream *t, const char *peer, int status)
 {
 	t->last_error = status;
+	if (t->errors == NULL && (t->errors = calloc(1, TCP_ERRORS_MAX)) == NULL)
+		return; /* the message goes without the list */
 	size_t used = strlen(t->errors);
-	snprintf(t->errors + used, sizeof(t->errors) - used, "%s%s: %s", used ? "; " : "", peer, uv_strerror(status));
+	snprintf(t->errors + used, TCP_ERRORS_MAX - used, "%s%s: %s", used ? "; " : "", peer, uv_strerror(status));
 }
 
 /* Every address failed: the last failure, and each address's when there
@@ -266,7 +270,6 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	t->addrs = res;
 	t->state = TS_CONNECTING;
 	t->last_error = 0;
-	t->errors[0] = '\0';
 	order_addresses(t);
 	if (t->n_order > 1 && uv_timer_init(t->loop, &t->stagger) == 0) {
 		t->stagger.data = t;
@@ -413,6 +416,8 @@ void tcp_stream_finish(struct tcp_stream *t)
 	if (t->addrs != NULL)
 		uv_freeaddrinfo(t->addrs);
 	t->addrs = NULL;
+	free(t->errors);
+	t->errors = NULL;
 	writer_finish(&t->w);
 }
 

@@ -55,7 +55,7 @@ struct tcp_stream {
 	uv_timer_t stagger;
 	bool stagger_live;
 	int last_error;
-	char errors[320]; /* each address's failure, for the message */
+	char *errors; /* each address's failure, for the message; allocated at the first */
 	char peer[64]; /* the address tried or connected to, for logs */
 
 	struct writer w;

@@ -109,7 +109,10 @@ struct tunnel {
 	struct tunnel_owner *owner;
 	uint64_t id;
 	char addr[64];   /* the local client's address */
-	char label[448]; /* how logs name it: the address, and the forward when there are several */
+	/* How logs name it: addr, or (when the run has several forwards) an
+	 * allocated "addr [forward]". */
+	const char *label;
+	char *label_buf;
 	uint64_t started_ms;
 
 	enum phase phase;
@@ -999,6 +1002,7 @@ static void tunnel_free(struct tunnel *t)
 	writer_finish(&t->lw);
 	upstream_finish(&t->upstream);
 	free(t->stdio);
+	free(t->label_buf);
 	bool failed = !end_reason_clean(t->reason);
 	t->owner->gone(t->owner, t, failed);
 	free(t);
@@ -1013,6 +1017,7 @@ static struct tunnel *tunnel_new(struct tunnel_env *env, struct tunnel_owner *ow
 	t->owner = owner;
 	t->id = env->ids != NULL ? ++*env->ids : ++env->next_id;
 	t->started_ms = uv_now(env->loop);
+	t->label = t->addr;
 	bufq_init(&t->hold);
 	return t;
 }
@@ -1083,10 +1088,14 @@ static void format_peer(const uv_tcp_t *tcp, char *out, size_t outlen)
 
 static void set_label(struct tunnel *t)
 {
-	if (t->env->name != NULL)
-		snprintf(t->label, sizeof(t->label), "%s [%s]", t->addr, t->env->name);
-	else
-		snprintf(t->label, sizeof(t->label), "%s", t->addr);
+	t->label = t->addr;
+	if (t->env->name != NULL) {
+		size_t len = strlen(t->addr) + strlen(t->env->name) + 4;
+		if ((t->label_buf = malloc(len)) != NULL) {
+			snprintf(t->label_buf, len, "%s [%s]", t->addr, t->env->name);
+			t->label = t->label_buf;
+		}
+	}
 }
 
 static void free_unstarted(uv_handle_t *handle)

@@ -113,7 +113,7 @@ const struct tls_conn *upstream_tls(const struct upstream *u)
 
 const char *upstream_tried(const struct upstream *u)
 {
-	return u->tcp.errors;
+	return u->tcp.errors != NULL ? u->tcp.errors : "";
 }
 
 const char *upstream_peer(const struct upstream *u)

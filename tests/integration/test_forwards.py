@@ -618,6 +618,8 @@ def test_tunnel_numbers_are_unique_across_forwards(gateway, tunnel, echo):
     assert sorted(map(int, numbers)) == [1, 2, 3, 4], numbers
 
 
+@pytest.mark.skipif(bool(os.environ.get("OTOROSHICTL_VALGRIND_LOGS")),
+                    reason="valgrind catches every signal itself, so /proc cannot tell when the tunnel took it")
 def test_sigusr1_during_startup_does_not_end_the_process(gateway, home):
     # A report asked for before the listeners are up is not the signal's
     # default (the end of the process).
