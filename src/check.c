@@ -37,7 +37,6 @@ struct check {
 	bool up_started, up_closed;
 	struct handshake *hs;
 	struct ws *ws;
-	int handles; /* open handles of the check's own, and the stack */
 	uint64_t data_bytes;
 	uint16_t close_code;
 };
@@ -85,10 +84,10 @@ static void step_failed(struct check *c, const char *name)
 	step(c, name, false, why[0] ? why : "failed", NULL);
 }
 
+/* The loop ends once every handle is closed: nothing to count here. */
 static void on_handle_closed(uv_handle_t *handle)
 {
-	struct check *c = handle->data;
-	c->handles--;
+	(void)handle;
 }
 
 static void finish(struct check *c)
@@ -211,7 +210,12 @@ static void on_close_wait(uv_timer_t *timer)
 static void target_verdict(struct check *c, bool timed_out)
 {
 	char detail[300];
-	if (c->close_code == 1011) {
+	if (c->data_bytes > 0) {
+		/* Whatever followed, the target answered: Otoroshi had reached it. */
+		snprintf(detail, sizeof(detail), "reached: it spoke first (%" PRIu64 " bytes, read and dropped)",
+			 c->data_bytes);
+		step(c, "target", true, detail, json_pack("{s:I}", "bytes_received", (json_int_t)c->data_bytes));
+	} else if (c->close_code == 1011) {
 		snprintf(detail, sizeof(detail), "Otoroshi could not reach the remote service (Close 1011 after %" PRIu64
 			 " ms): check the route's target%s", now_ms(c) - c->step_start,
 			 c->f->env.cfg->remote_host == NULL && c->f->env.cfg->remote_port == 0
@@ -221,10 +225,6 @@ static void target_verdict(struct check *c, bool timed_out)
 		snprintf(detail, sizeof(detail), "Otoroshi closed the tunnel with code %u (%s)", c->close_code,
 			 ws_describe_code(c->close_code));
 		step(c, "target", false, detail, json_pack("{s:i}", "close_code", c->close_code));
-	} else if (c->data_bytes > 0) {
-		snprintf(detail, sizeof(detail), "reached: it spoke first (%" PRIu64 " bytes, read and dropped)",
-			 c->data_bytes);
-		step(c, "target", true, detail, json_pack("{s:I}", "bytes_received", (json_int_t)c->data_bytes));
 	} else if (timed_out) {
 		snprintf(detail, sizeof(detail), "reached: no Close within %u.%03u s (Otoroshi closes at once when it "
 			 "cannot connect; this service waits for its client to speak)", c->f->env.cfg->check_wait_ms / 1000,
@@ -369,8 +369,7 @@ static void ev_written(void *user, int status)
 
 static void ev_closed(void *user)
 {
-	struct check *c = user;
-	c->handles--;
+	(void)user; /* the stack is finished by check_one once the loop is over */
 }
 
 static const struct stream_events events = {
@@ -412,7 +411,6 @@ static void start_stack(struct check *c)
 	};
 	upstream_init(&c->up, c->loop, &p, &events, c);
 	c->up_started = true;
-	c->handles++;
 	c->phase = C_STACK;
 	c->stage = STAGE_RESOLVE;
 	upstream_connect(&c->up);
@@ -471,6 +469,7 @@ static void describe_forward(const struct forward *f, char *out, size_t outlen)
 static bool check_one(uv_loop_t *loop, struct forward *f, bool json, FILE *out)
 {
 	struct check c = {.loop = loop, .f = f, .json = json, .out = out};
+	log_forget_problem(); /* a failure here names its own message, not an earlier one */
 	char what[800];
 	describe_forward(f, what, sizeof(what));
 	if (f->env.name == NULL) {
@@ -484,7 +483,6 @@ static bool check_one(uv_loop_t *loop, struct forward *f, bool json, FILE *out)
 	uv_check_init(loop, &c.watch);
 	c.timer.data = c.watch.data = &c;
 	c.gai.data = &c;
-	c.handles = 2;
 	uv_check_start(&c.watch, on_watch);
 	uv_timer_start(&c.timer, on_deadline, TUNNEL_HANDSHAKE_TIMEOUT_MS, 0);
 	const struct tunnel_config *cfg = &f->cfg;

@@ -450,7 +450,8 @@ static const char *const own_headers[] = {
 /* A header name whose value is a secret: never logged. */
 static bool secret_header(const char *name, size_t len)
 {
-	static const char *const parts[] = {"token", "secret", "key", "cookie", "auth", "pass", "session"};
+	static const char *const parts[] = {"token", "secret", "key", "cookie", "auth", "pass",
+					    "session", "bearer", "jwt", "credential", "signature"};
 	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
 		size_t pl = strlen(parts[i]);
 		for (size_t k = 0; k + pl <= len; k++)
@@ -498,7 +499,8 @@ int cli_parse_header(const char *v, char *out, size_t outlen, bool *secret, char
 	size_t vl = strlen(value);
 	while (vl > 0 && (value[vl - 1] == ' ' || value[vl - 1] == '\t'))
 		vl--;
-	*secret = secret_header(v, nl);
+	/* A credential is hidden by its name, or by its scheme. */
+	*secret = secret_header(v, nl) || strncasecmp(value, "bearer ", 7) == 0 || strncasecmp(value, "basic ", 6) == 0;
 	for (size_t i = 0; i < vl; i++) {
 		unsigned char c = (unsigned char)value[i];
 		if ((c < 0x20 && c != '\t') || c == 0x7f) {
@@ -519,7 +521,12 @@ int cli_parse_header(const char *v, char *out, size_t outlen, bool *secret, char
 static int add_header(struct tunnel_config *cfg, const char *v, char *err, size_t errlen)
 {
 	if (cfg->n_headers >= CONFIG_MAX_HEADERS)
-		return usage(err, errlen, "more than %s headers (--header '%.200s' is one more)", CONFIG_MAX_HEADERS_TEXT, v);
+	{
+		/* The name only: the value may be a secret. */
+		char name[128];
+		snprintf(name, sizeof(name), "%.*s", (int)strcspn(v, ":"), v);
+		return usage(err, errlen, "more than %s headers (--header %s is one more)", CONFIG_MAX_HEADERS_TEXT, name);
+	}
 	size_t cap = strlen(v) + 3;
 	char *line = calloc(1, cap); /* wiped by length at the end, even if left unused */
 	if (line == NULL || config_own(cfg, line) == NULL)
@@ -793,6 +800,12 @@ static int apply_profile_key(void *user, const char *key, const char *value, cha
 	/* A proxy URL is a secret only when it carries credentials. */
 	if (o->secret && (o->id != OPT_PROXY || strchr(value, '@') != NULL))
 		p->has_secret = true;
+	if (o->id == OPT_HEADER) {
+		char line[4096];
+		bool secret = false;
+		if (cli_parse_header(value, line, sizeof(line), &secret, err, errlen) == 0 && secret)
+			p->has_secret = true;
+	}
 	/* A flag or the environment wins over a profile's value; a forward
 	 * flag, or any of the four address flags or --stdio, over its forward
 	 * lines (and OTOROSHICTL_LOG_FORMAT over its log-format). */

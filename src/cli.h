@@ -53,8 +53,9 @@ int cli_parse_forward(char *s, struct forward_spec *out, char *err, size_t errle
  * Sec-WebSocket-*, Authorization, Content-Length, Transfer-Encoding), no
  * control character in the value. Writes "Name: value" (the value's
  * surrounding blanks dropped) into out; *secret tells whether the name
- * suggests a secret (token, secret, key, cookie, auth, pass, session), whose
- * value is never logged. Returns 0, or -1 with err. */
+ * suggests a secret (token, secret, key, cookie, auth, pass, session,
+ * bearer, jwt, credential, signature) or the value starts with Bearer or
+ * Basic: such a value is never logged. Returns 0, or -1 with err. */
 int cli_parse_header(const char *v, char *out, size_t outlen, bool *secret, char *err, size_t errlen);
 
 void cli_print_tcp_tunnel_help(FILE *out);

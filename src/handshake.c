@@ -156,14 +156,20 @@ enum end_reason handshake_report_open_failure(const struct handshake_who *who, i
 		}
 		return END_UNREACHABLE;
 	}
+	/* With --connect-to, the name looked up and the address dialled are
+	 * its own, and so is the flag to check. */
+	bool side = cfg->connect_name[0] != '\0';
+	char dialled[300];
+	snprintf(dialled, sizeof(dialled), side ? "%s:%u (--connect-to, for %s)" : "%s%.0u%s", side ? cfg->connect_name : cfg->host,
+		 side ? (unsigned)cfg->connect_port : 0u, side ? cfg->host : "");
 	switch (stage) {
 	case STAGE_RESOLVE:
 		if (proxy != NULL)
 			log_error("cannot resolve the proxy's host name '%s' (%s) for %s: %s", proxy->host, proxy->source,
 				  who->peer, why);
 		else
-			log_error("cannot resolve Otoroshi's host name '%s' for %s: %s — check --host", cfg->gw_name, who->peer,
-				  why);
+			log_error("cannot resolve Otoroshi's host name '%s' for %s: %s — check %s", side ? cfg->connect_name
+				  : cfg->gw_name, who->peer, why, side ? "--connect-to" : "--host");
 		return END_UNREACHABLE;
 	case STAGE_CONNECT: {
 		/* With several addresses, detail says how each failed. */
@@ -174,10 +180,10 @@ enum end_reason handshake_report_open_failure(const struct handshake_who *who, i
 			log_error("cannot reach Otoroshi at %s through the proxy %s:%u (%s) for %s: %s%s", cfg->host,
 				  proxy->host, (unsigned)proxy->port, proxy->source, who->peer, uv_strerror(status), each);
 		else if (status == UV_ECONNREFUSED)
-			log_error("cannot connect to Otoroshi at %s for %s: connection refused — check --host and its "
-				  "port%s", cfg->host, who->peer, each);
+			log_error("cannot connect to Otoroshi at %s for %s: connection refused — check %s and its "
+				  "port%s", dialled, who->peer, side ? "--connect-to" : "--host", each);
 		else
-			log_error("cannot connect to Otoroshi at %s for %s: %s%s", cfg->host, who->peer, uv_strerror(status),
+			log_error("cannot connect to Otoroshi at %s for %s: %s%s", dialled, who->peer, uv_strerror(status),
 				  each);
 		return END_UNREACHABLE;
 	}
@@ -204,14 +210,16 @@ void handshake_report_timeout(const struct handshake_who *who, enum stream_stage
 {
 	const struct tunnel_config *cfg = who->cfg;
 	const struct proxy *proxy = who->proxy;
+	bool side = cfg->connect_name[0] != '\0';
 	switch (stage) {
 	case STAGE_RESOLVE:
 		log_error("resolving %s's name '%s' did not finish within %u s for %s", proxy ? "the proxy" : "Otoroshi",
-			  proxy ? proxy->host : cfg->gw_name, seconds, who->peer);
+			  proxy ? proxy->host : side ? cfg->connect_name : cfg->gw_name, seconds, who->peer);
 		return;
 	case STAGE_CONNECT:
-		log_error("the TCP connection to %s %s did not open within %u s for %s (a firewall dropping the packets?)",
-			  proxy ? "the proxy" : "Otoroshi at", proxy ? proxy->host : cfg->host, seconds, who->peer);
+		log_error("the TCP connection to %s %s%s did not open within %u s for %s (a firewall dropping the packets?)",
+			  proxy ? "the proxy" : "Otoroshi at", proxy ? proxy->host : side ? cfg->connect_name : cfg->host,
+			  !proxy && side ? " (--connect-to)" : "", seconds, who->peer);
 		return;
 	case STAGE_PROXY_TLS:
 		log_error("the TLS handshake with the proxy %s did not finish within %u s for %s (a plain proxy is given "

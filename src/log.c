@@ -462,6 +462,11 @@ const char *log_last_problem(void)
 	return last_problem;
 }
 
+void log_forget_problem(void)
+{
+	last_problem[0] = '\0';
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
 	va_list ap;

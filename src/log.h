@@ -88,6 +88,7 @@ void log_fields(enum log_level level, const struct log_field *fields, size_t n, 
 /* The message of the last error or warning logged (shown or not), or "":
  * what --check puts on the line of the step that failed. */
 const char *log_last_problem(void);
+void log_forget_problem(void);
 /* A line asked for (SIGUSR1's report): at info level, written whatever the
  * level, since whoever sent the signal wants to read it. */
 void log_report(const struct log_field *fields, size_t n, const char *fmt, ...)

@@ -147,7 +147,7 @@ struct tunnel {
 
 	uv_timer_t timer; /* handshake timeout, linger, then the idle limit of the ending */
 	enum timer_use timer_use;
-	/* Retries before the first byte (see retry_or_fail): the attempts so
+	/* Retries before the first byte (see retry_later): the attempts so
 	 * far, and whether the failed stack is closing for the next one. */
 	unsigned attempts;
 	bool retry_closing;
@@ -373,7 +373,7 @@ static uint64_t backoff_ms(unsigned attempt)
 	uint8_t r = 128;
 	if (rng_bytes(&r, 1) != 0)
 		r = 128;
-	return base * (192 + (uint64_t)r) / 256;
+	return base * (192 + (uint64_t)r / 2) / 256;
 }
 
 /* After a failed attempt: schedules the next one and returns true, or

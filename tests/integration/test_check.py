@@ -153,3 +153,29 @@ def test_check_wait_needs_check(home):
     r = subprocess.run([binary(), "tcp-tunnel", "--host", "gw", *PUBLIC, "--check-wait", "1"],
                        capture_output=True, timeout=10, env=clean_env(home))
     assert r.returncode == 2 and b"--check-wait only applies with --check" in r.stderr
+
+
+def test_data_then_a_close_in_one_read_is_a_reached_target(home):
+    # A target that speaks and is gone at once (Otoroshi's Close 1000 on its EOF):
+    # reached, whatever the order the bytes come in.
+    from hostile import HostileServer, frame, response_101
+    h = HostileServer(lambda c: c.send(response_101(c.key) + frame(0x2, b"banner") + frame(0x8, b"\x03\xe8")))
+    try:
+        rc, out, err = run_check(["--host", h.addr, *PUBLIC], home)
+    finally:
+        h.close()
+    assert rc == 0, out + err
+    last = steps(out)[-1]
+    assert last[:2] == ("ok", "target") and "it spoke first (6 bytes" in last[3], out
+
+
+def test_connect_to_failures_name_the_address_and_the_flag(home):
+    rc, out, _ = run_check(["--host", "gw.example.com", *PUBLIC, "--connect-to", "nosuch.invalid:8443"], home)
+    assert rc == 1
+    fail = steps(out)[-1]
+    assert fail[:2] == ("FAIL", "name lookup") and "'nosuch.invalid'" in fail[3] and "check --connect-to" in fail[3], out
+    port = free_port()
+    rc, out, _ = run_check(["--host", "gw.example.com", *PUBLIC, "--connect-to", f"127.0.0.1:{port}"], home)
+    fail = steps(out)[-1]
+    assert fail[:2] == ("FAIL", "TCP connection"), out
+    assert f"127.0.0.1:{port} (--connect-to, for gw.example.com)" in fail[3] and "check --connect-to" in fail[3], out

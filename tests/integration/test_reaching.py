@@ -121,7 +121,8 @@ def test_bad_headers_are_usage_errors(home, header, want):
 def test_secret_header_values_are_never_logged(gateway, tunnel, echo):
     g = gateway([public_route(echo.addr)])
     secrets = {"X-Api-Key": "k-123456", "X-Auth-Token": "t-654321", "Cookie": "sid=c-777",
-               "X-Client-Secret": "s-888", "Proxy-Authorization": "Basic cC05OTk="}
+               "X-Client-Secret": "s-888", "Proxy-Authorization": "Basic cC05OTk=",
+               "Otoroshi-Bearer": "otoapk_s3cr3t", "X-JWT-Assertion": "eyJ.s3cr3t", "X-Forwarded-Cred": "Bearer b-1"}
     args = [a for name, value in secrets.items() for a in ("-H", f"{name}: {value}")]
     t = tunnel(g, *PUBLIC, *args, "-H", "X-Team: visible-value", level="trace")
     with t.connect() as s:
@@ -160,6 +161,13 @@ def test_a_gateway_started_after_the_client_connected_still_gets_its_bytes(gatew
     line = summary(t)
     m = re.search(r"after (\d+) attempts\)$", line)
     assert m and int(m.group(1)) >= 3, line
+    # Each wait is 75 % to 125 % of 100 ms doubling.
+    waits = [(int(a), int(ms)) for a, ms in re.findall(r"attempt (\d+) failed \(.*?\): trying again in (\d+) ms",
+                                                       t.text())]
+    assert waits, t.text()
+    for attempt, ms in waits:
+        base = 100 << (attempt - 1)
+        assert 0.75 * base <= ms <= 1.25 * base, (attempt, ms)
     assert len(g.records("request")) == 1
     assert "failed (connection refused): trying again in" in t.text()
     assert "ERROR" not in t.text()
@@ -298,3 +306,17 @@ def test_every_address_refused_names_each(tunnel, dual_name):
         assert s.recv(10) == b""
     line = t.wait_for(r"^\[ERROR .*cannot connect to Otoroshi", 5).string
     assert f"[::1]:{port}: connection refused; 127.0.0.1:{port}: connection refused" in line, line
+
+
+def test_secret_headers_in_a_readable_profile_warn_and_never_show_in_errors(home, tmp_path, tunnel, gateway, echo):
+    g = gateway([public_route(echo.addr)])
+    ini = tmp_path / "t.ini"
+    ini.write_text(f"[p]\nhost = {g.addr}\naccess-type = public\nheader = X-Api-Key: s3cr3t-h\n")
+    ini.chmod(0o644)
+    t = tunnel(None, "--config", ini, "-p", "p")
+    assert re.search(r"holds a secret and can be read by", t.text()), t.text()
+    many = [a for i in range(16) for a in ("-H", f"X-N{i}: v")]
+    r = run_cli(["--host", "gw", *PUBLIC, *many, "-H", "X-Api-Key: topsecret-123"], clean_env(home))
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "more than 16 headers (--header X-Api-Key is one more)" in err, err
+    assert "topsecret" not in err
