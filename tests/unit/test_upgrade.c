@@ -258,24 +258,31 @@ static void test_request_host_unchanged(void **state)
 	check_request(&cfg, HEAD_START("&remoteHost=a%20b", "gw.example.com") "\r\n");
 }
 
+/* Like snprintf: every size of out gets the head's first bytes, a NUL, and
+ * nothing past it; the length needed is returned whatever the size. */
+static void check_truncation(const struct tunnel_config *cfg, size_t step)
+{
+	char full[1024];
+	int need = upgrade_build_request(full, sizeof(full), cfg, RFC_KEY);
+	assert_true(need > 0);
+	assert_int_equal(strlen(full), (size_t)need);
+	for (size_t outlen = 1; outlen <= (size_t)need + 1; outlen += step) {
+		char out[1024];
+		memset(out, 'Z', sizeof(out));
+		assert_int_equal(upgrade_build_request(out, outlen, cfg, RFC_KEY), need);
+		assert_int_equal(strlen(out), outlen - 1 < (size_t)need ? outlen - 1 : (size_t)need);
+		assert_memory_equal(out, full, strlen(out));
+		assert_int_equal(out[outlen], 'Z');
+	}
+	assert_int_equal(upgrade_build_request(NULL, 0, cfg, RFC_KEY), need);
+}
+
 static void test_request_truncation(void **state)
 {
 	(void)state;
 	struct tunnel_config cfg = config_for(ACCESS_BEARER);
 	cfg.bearer_token = "tok";
-	char full[1024];
-	int need = upgrade_build_request(full, sizeof(full), &cfg, RFC_KEY);
-	assert_true(need > 0);
-	assert_int_equal(strlen(full), (size_t)need);
-	for (size_t outlen = 1; outlen <= (size_t)need + 1; outlen += 7) {
-		char out[1024];
-		memset(out, 'Z', sizeof(out));
-		assert_int_equal(upgrade_build_request(out, outlen, &cfg, RFC_KEY), need);
-		assert_int_equal(strlen(out), outlen - 1 < (size_t)need ? outlen - 1 : (size_t)need);
-		assert_memory_equal(out, full, strlen(out));
-		assert_int_equal(out[outlen], 'Z');
-	}
-	assert_int_equal(upgrade_build_request(NULL, 0, &cfg, RFC_KEY), need);
+	check_truncation(&cfg, 7);
 }
 
 /* --header lines go after the tunnel's own, the blank line last, and the
@@ -293,17 +300,7 @@ static void test_request_extra_headers(void **state)
 		      "X-Team: data\r\n"
 		      "X-Empty: \r\n"
 		      "\r\n");
-	char full[1024];
-	int need = upgrade_build_request(full, sizeof(full), &cfg, RFC_KEY);
-	assert_int_equal(upgrade_build_request(NULL, 0, &cfg, RFC_KEY), need);
-	for (size_t outlen = 1; outlen <= (size_t)need + 1; outlen += 3) {
-		char out[1024];
-		memset(out, 'Z', sizeof(out));
-		assert_int_equal(upgrade_build_request(out, outlen, &cfg, RFC_KEY), need);
-		assert_int_equal(strlen(out), outlen - 1 < (size_t)need ? outlen - 1 : (size_t)need);
-		assert_memory_equal(out, full, strlen(out));
-		assert_int_equal(out[outlen], 'Z');
-	}
+	check_truncation(&cfg, 3);
 }
 
 /* ---- response: success --------------------------------------------- */
