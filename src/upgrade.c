@@ -126,11 +126,14 @@ int upgrade_build_request(char *out, size_t outlen, const struct tunnel_config *
 			 "%s%s%s",
 			 target, cfg->host, key,
 			 auth ? "Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "");
-	/* --header lines, then the blank line; out may be NULL to measure. */
+	/* --header lines, then the blank line; out may be NULL to measure
+	 * (then nothing is written: room is 0). */
+	char none[1];
 	for (size_t i = 0; n >= 0 && i <= cfg->n_headers; i++) {
 		size_t used = (size_t)n < outlen ? (size_t)n : outlen;
-		int m = i < cfg->n_headers ? snprintf(out ? out + used : NULL, outlen - used, "%s\r\n", cfg->headers[i])
-					   : snprintf(out ? out + used : NULL, outlen - used, "\r\n");
+		char *at = out != NULL ? out + used : none;
+		size_t room = out != NULL ? outlen - used : 0;
+		int m = i < cfg->n_headers ? snprintf(at, room, "%s\r\n", cfg->headers[i]) : snprintf(at, room, "\r\n");
 		n = m < 0 ? m : n + m;
 	}
 	ret = n < 0 ? UPGRADE_ERR_CRYPTO : n;
