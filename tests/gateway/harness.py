@@ -91,13 +91,21 @@ class GatewayProcess:
             return ""
 
     def records(self, event=None):
-        out = []
+        """The records written so far. The file is read while the gateway appends to
+        it: a last line that does not parse yet is one caught mid-write and left for
+        the next read; a bad line before it is an error."""
         with open(self.record_path, encoding="utf-8") as f:
-            for line in f:
-                if line.endswith("\n"):
-                    rec = json.loads(line)
-                    if event is None or rec.get("event") == event:
-                        out.append(rec)
+            lines = [line for line in f if line.endswith("\n")]
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break
+                raise
+            if event is None or rec.get("event") == event:
+                out.append(rec)
         return out
 
     def requests(self):
