@@ -260,6 +260,16 @@ class HangServer(Service):
         drain_until_eof(conn)
 
 
+def refused_port(host="127.0.0.1"):
+    """(socket, port): a port bound but not listening, so that connecting to it is
+    refused for as long as the socket is kept (nothing else can take it meanwhile,
+    as it could a port merely found free). Close the socket when done."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    return s, s.getsockname()[1]
+
+
 def free_port(host="127.0.0.1"):
     """A port nothing listens on right now (bound then released)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

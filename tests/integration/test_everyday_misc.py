@@ -12,7 +12,7 @@ from helpers import (
     Transfer, binary, echo_once, expect_closed, public_route, route, run_cli,
 )
 from hops import env_for, stdio  # noqa: F401,F811  (a fixture)
-from services import EchoServer, SourceServer, free_port, random_bytes, sha256
+from services import EchoServer, SourceServer, free_port, random_bytes, refused_port, sha256
 
 PUBLIC = ["--access-type", "public"]
 SUMMARY_RE = re.compile(
@@ -232,8 +232,9 @@ def test_summary_gateway_connection_lost(gateway, tunnel, service):
 
 
 def test_summary_gateway_unreachable(tunnel):
-    t = tunnel(f"127.0.0.1:{free_port()}", *PUBLIC)
-    with t.connect() as s:
+    held, port = refused_port()  # refused for the 10 s of retries, taken by nothing else
+    t = tunnel(f"127.0.0.1:{port}", *PUBLIC)
+    with held, t.connect() as s:
         peer = peer_of(s)
         expect_closed(s, 12)  # refused is tried again for the handshake's 10 s
     m = summary_for(t, peer)

@@ -12,7 +12,7 @@ import pytest
 from helpers import (
     LINE_RE, echo_once, expect_closed, public_route, wait_until,
 )
-from services import EchoServer, free_port
+from services import EchoServer, free_port, refused_port
 
 TUNNEL = "/.well-known/otoroshi/tunnel?transport=tcp"
 WEIRD_HOST = "db.internal&x=1#frag= sp/\u00e9\u20ac~_-."
@@ -260,10 +260,11 @@ def test_unreachable_target_close_1011(gateway, tunnel):
 
 
 def test_gateway_connection_refused(tunnel):
-    t = tunnel(f"127.0.0.1:{free_port()}", "--access-type", "public")
+    held, port = refused_port()  # refused for the 10 s of retries, taken by nothing else
+    t = tunnel(f"127.0.0.1:{port}", "--access-type", "public")
     mark = t.mark()
     # Refused connections are tried again within the handshake's 10 s.
-    with t.connect() as s:
+    with held, t.connect() as s:
         assert expect_closed(s, 12) < 11
     t.wait_for(r"(?i)^\[ERROR .*refused", 5, start=mark)
     t.wait_for(r"after \d+ attempts\)$", 5, start=mark)
