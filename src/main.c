@@ -9,6 +9,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <mbedtls/version.h>
+#include <uv.h>
+#include <wslay/wslayver.h>
+
 #include "buf.h"
 #include "check.h"
 #include "cli.h"
@@ -349,6 +353,21 @@ static bool is_tcp_tunnel(const char *cmd)
 	return strcmp(cmd, "tcp-tunnel") == 0 || strcmp(cmd, "tt") == 0;
 }
 
+/* The version, and those of the libraries it runs with: mbedTLS's and
+ * libuv's as loaded, wslay's as its headers say (it has no other). */
+static void print_version(void)
+{
+	char tls[32] = MBEDTLS_VERSION_STRING;
+#ifdef MBEDTLS_VERSION_C
+	mbedtls_version_get_string(tls);
+#endif
+	printf("otoroshictl %s\n", OTOROSHICTL_VERSION);
+	printf("libuv %s, wslay %s, mbedTLS %s", uv_version_string(), WSLAY_VERSION, tls);
+	if (strcmp(tls, MBEDTLS_VERSION_STRING) != 0)
+		printf(" (built with %s)", MBEDTLS_VERSION_STRING);
+	printf("\n");
+}
+
 int main(int argc, char **argv)
 {
 	unsigned std_closed = reopen_closed_std();
@@ -380,7 +399,7 @@ int main(int argc, char **argv)
 			cli_print_main_help(stdout);
 			return 0;
 		} else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
-			printf("otoroshictl %s\n", OTOROSHICTL_VERSION);
+			print_version();
 			return 0;
 		} else {
 			break;

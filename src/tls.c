@@ -1,4 +1,7 @@
 /* tls: mbedTLS over memory buffers; see tls.h. */
+/* mbedTLS 3 makes the session's peer certificate private; drop_peer_chain
+ * frees it, as with 2.28. */
+#define MBEDTLS_ALLOW_PRIVATE_ACCESS 1
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -22,6 +25,16 @@
 
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
 #define TLS_V3 1
+#include <psa/crypto.h>
+#endif
+#if defined(TLS_V3) && defined(MBEDTLS_SSL_PROTO_TLS1_3) && defined(MBEDTLS_SSL_SESSION_TICKETS)
+/* TLS 1.3 tickets come after the handshake, in NewSessionTicket messages. */
+#define TLS13_TICKETS 1
+#endif
+#if defined(TLS_V3) && defined(MBEDTLS_SSL_PROTO_TLS1_3) && defined(MBEDTLS_SSL_PROTO_TLS1_2)
+/* mbedTLS 3.6 offers RSA-PSS signatures (TLS 1.3 needs them) but refuses
+ * one in a TLS 1.2 ServerKeyExchange; see tls_conn_handshake. */
+#define TLS12_FALLBACK 1
 #endif
 
 #define TLS_DEFAULT_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
@@ -34,6 +47,12 @@ struct tls_setup {
 	const char *ca_flag;     /* how the trust store is named in hints */
 	bool proxy;              /* the peer is the proxy, not the gateway */
 	mbedtls_ssl_config conf;
+#ifdef TLS12_FALLBACK
+	/* TLS 1.2 only, without RSA-PSS: for a gateway whose TLS 1.2 signs
+	 * with RSA-PSS, which mbedTLS 3.6 offers but cannot check in 1.2. */
+	mbedtls_ssl_config conf12;
+	bool use12;
+#endif
 	mbedtls_x509_crt ca;
 	mbedtls_x509_crt own_cert;
 	mbedtls_pk_context own_key;
@@ -46,6 +65,17 @@ struct tls_setup {
 };
 
 static const char *alpn_list[] = {"http/1.1", NULL};
+
+#ifdef TLS12_FALLBACK
+/* The signature algorithms of the TLS 1.2 configuration: those of
+ * mbedTLS's defaults that its TLS 1.2 verifies, strongest first. */
+static const uint16_t tls12_sig_algs[] = {
+	MBEDTLS_TLS1_3_SIG_ECDSA_SECP256R1_SHA256, MBEDTLS_TLS1_3_SIG_ECDSA_SECP384R1_SHA384,
+	MBEDTLS_TLS1_3_SIG_ECDSA_SECP521R1_SHA512, MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA512,
+	MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA384,       MBEDTLS_TLS1_3_SIG_RSA_PKCS1_SHA256,
+	MBEDTLS_TLS1_3_SIG_NONE,
+};
+#endif
 
 struct tls_conn {
 	struct tls_setup *setup;
@@ -62,6 +92,9 @@ struct tls_conn {
 	bool offered;       /* a saved session was offered */
 	bool resumed;
 	bool established;
+	bool tls13;     /* established in TLS 1.3 */
+	bool fallback;  /* failed for want of TLS 1.2 without RSA-PSS: try again */
+	bool app_data;  /* application data has been read */
 	int last_error;
 	char verify_name[256];
 };
@@ -175,8 +208,6 @@ static int load_identity(struct tls_setup *setup, const struct tls_options *o, c
 #else
 	rc = mbedtls_pk_check_pair(&setup->own_cert.pk, &setup->own_key);
 #endif
-	if (rc == 0)
-		rc = mbedtls_ssl_conf_own_cert(&setup->conf, &setup->own_cert, &setup->own_key);
 	if (rc != 0) {
 		snprintf(err, errlen, "--client-key: '%s' does not match --client-cert '%s'", o->client_key,
 			 o->client_cert);
@@ -233,6 +264,41 @@ void tls_options_gateway(struct tls_options *o, const struct tunnel_config *cfg)
 	};
 }
 
+/* One client configuration from what the setup holds. */
+static int configure(struct tls_setup *setup, mbedtls_ssl_config *conf)
+{
+	int rc = mbedtls_ssl_config_defaults(conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+					     MBEDTLS_SSL_PRESET_DEFAULT);
+	if (rc != 0)
+		return rc;
+	mbedtls_ssl_conf_rng(conf, rng_mbedtls, NULL);
+#ifdef TLS_V3
+	mbedtls_ssl_conf_min_tls_version(conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+	mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+	mbedtls_ssl_conf_ciphersuites(conf, setup->suites);
+	/* A proxy takes CONNECT, which is HTTP/1.1 too. */
+	mbedtls_ssl_conf_alpn_protocols(conf, alpn_list);
+	mbedtls_ssl_conf_session_tickets(conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
+#ifdef TLS13_TICKETS
+	mbedtls_ssl_conf_tls13_enable_signal_new_session_tickets(conf,
+								 MBEDTLS_SSL_TLS1_3_SIGNAL_NEW_SESSION_TICKETS_ENABLED);
+#endif
+#if defined(TLS_V3) && defined(MBEDTLS_SSL_PROTO_TLS1_3)
+	/* A resumed TLS 1.3 session still makes fresh keys by (EC)DHE: no
+	 * psk_ke, which would give up forward secrecy. */
+	mbedtls_ssl_conf_tls13_key_exchange_modes(conf, MBEDTLS_SSL_TLS1_3_KEY_EXCHANGE_MODE_EPHEMERAL_ALL);
+#endif
+	if (setup->insecure) {
+		mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_NONE);
+	} else {
+		mbedtls_ssl_conf_ca_chain(conf, &setup->ca, NULL);
+		mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+	}
+	return setup->have_identity ? mbedtls_ssl_conf_own_cert(conf, &setup->own_cert, &setup->own_key) : 0;
+}
+
 struct tls_setup *tls_setup_create(const struct tls_options *o, char *err, size_t errlen)
 {
 	struct tls_setup *setup = calloc(1, sizeof(*setup));
@@ -241,6 +307,9 @@ struct tls_setup *tls_setup_create(const struct tls_options *o, char *err, size_
 		return NULL;
 	}
 	mbedtls_ssl_config_init(&setup->conf);
+#ifdef TLS12_FALLBACK
+	mbedtls_ssl_config_init(&setup->conf12);
+#endif
 	mbedtls_x509_crt_init(&setup->ca);
 	mbedtls_x509_crt_init(&setup->own_cert);
 	mbedtls_pk_init(&setup->own_key);
@@ -250,37 +319,37 @@ struct tls_setup *tls_setup_create(const struct tls_options *o, char *err, size_
 	setup->ca_flag = o->ca_flag ? o->ca_flag : "--ca-cert";
 	setup->proxy = o->proxy;
 
-	int rc = mbedtls_ssl_config_defaults(&setup->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
-					     MBEDTLS_SSL_PRESET_DEFAULT);
-	if (rc != 0) {
-		snprintf(err, errlen, "%s: cannot set up TLS", o->proxy ? "--proxy" : "--tls");
+	int rc = 0;
+#if defined(TLS_V3) && defined(MBEDTLS_PSA_CRYPTO_C)
+	/* mbedTLS 3 does TLS 1.3's key schedule (and more) through PSA, which
+	 * must be up before the first handshake. Calling it again is a no-op. */
+	if (psa_crypto_init() != PSA_SUCCESS) {
+		snprintf(err, errlen, "%s: cannot start mbedTLS's PSA crypto", o->proxy ? "--proxy" : "--tls");
 		goto fail;
 	}
-	mbedtls_ssl_conf_rng(&setup->conf, rng_mbedtls, NULL);
-#ifdef TLS_V3
-	mbedtls_ssl_conf_min_tls_version(&setup->conf, MBEDTLS_SSL_VERSION_TLS1_2);
-#else
-	mbedtls_ssl_conf_min_version(&setup->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
 #endif
 	if (pick_suites(setup) != 0) {
 		snprintf(err, errlen, "%s: this mbedTLS offers no cipher suite with forward secrecy",
 			 o->proxy ? "--proxy" : "--tls");
 		goto fail;
 	}
-	mbedtls_ssl_conf_ciphersuites(&setup->conf, setup->suites);
-	/* A proxy takes CONNECT, which is HTTP/1.1 too. */
-	mbedtls_ssl_conf_alpn_protocols(&setup->conf, alpn_list);
-	mbedtls_ssl_conf_session_tickets(&setup->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
-	if (o->insecure) {
-		mbedtls_ssl_conf_authmode(&setup->conf, MBEDTLS_SSL_VERIFY_NONE);
-	} else {
-		if (load_trust(setup, o, err, errlen) != 0)
-			goto fail;
-		mbedtls_ssl_conf_ca_chain(&setup->conf, &setup->ca, NULL);
-		mbedtls_ssl_conf_authmode(&setup->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-	}
+	if (!o->insecure && load_trust(setup, o, err, errlen) != 0)
+		goto fail;
 	if (load_identity(setup, o, err, errlen) != 0)
 		goto fail;
+	rc = configure(setup, &setup->conf);
+#ifdef TLS12_FALLBACK
+	if (rc == 0)
+		rc = configure(setup, &setup->conf12);
+	if (rc == 0) {
+		mbedtls_ssl_conf_max_tls_version(&setup->conf12, MBEDTLS_SSL_VERSION_TLS1_2);
+		mbedtls_ssl_conf_sig_algs(&setup->conf12, tls12_sig_algs);
+	}
+#endif
+	if (rc != 0) {
+		snprintf(err, errlen, "%s: cannot set up TLS", o->proxy ? "--proxy" : "--tls");
+		goto fail;
+	}
 	return setup;
 fail:
 	tls_setup_destroy(setup);
@@ -297,6 +366,9 @@ void tls_setup_destroy(struct tls_setup *setup)
 	if (setup == NULL)
 		return;
 	mbedtls_ssl_config_free(&setup->conf);
+#ifdef TLS12_FALLBACK
+	mbedtls_ssl_config_free(&setup->conf12);
+#endif
 	mbedtls_x509_crt_free(&setup->ca);
 	mbedtls_x509_crt_free(&setup->own_cert);
 	mbedtls_pk_free(&setup->own_key);
@@ -325,14 +397,33 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 	return (int)n;
 }
 
+/* Is the address among the certificate's iPAddress names? mbedTLS keeps
+ * every subjectAltName entry it parsed, with its context tag. */
+static bool cert_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t ip_len)
+{
+	for (const mbedtls_x509_sequence *san = &crt->subject_alt_names; san != NULL; san = san->next) {
+		const mbedtls_x509_buf *b = &san->buf;
+		if (b->p != NULL && b->tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && b->len == ip_len &&
+		    memcmp(b->p, ip, ip_len) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Runs for each certificate of a chain being verified, which happens in
- * full handshakes only: a handshake that never calls it resumed a session. */
+ * full handshakes only: a handshake that never calls it resumed a session.
+ * For an IP literal, mbedTLS was told to check no name (see
+ * tls_conn_create): the gateway's own certificate must hold the address
+ * among its IP SANs, else the chain fails as for a wrong name, and mbedTLS
+ * sends the bad_certificate alert. */
 static int on_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
 {
-	(void)crt;
-	(void)depth;
-	(void)flags;
-	((struct tls_conn *)ctx)->chain_checked = true;
+	struct tls_conn *c = ctx;
+	c->chain_checked = true;
+	if (depth == 0 && c->ip_literal && !cert_has_ip(crt, c->ip, c->ip_len)) {
+		c->ip_mismatch = true;
+		*flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;
+	}
 	return 0;
 }
 
@@ -345,7 +436,12 @@ struct tls_conn *tls_conn_create(struct tls_setup *setup, const char *name, tls_
 	c->send = send;
 	c->user = user;
 	mbedtls_ssl_init(&c->ssl);
-	if (mbedtls_ssl_setup(&c->ssl, &setup->conf) != 0)
+#ifdef TLS12_FALLBACK
+	const mbedtls_ssl_config *conf = setup->use12 ? &setup->conf12 : &setup->conf;
+#else
+	const mbedtls_ssl_config *conf = &setup->conf;
+#endif
+	if (mbedtls_ssl_setup(&c->ssl, conf) != 0)
 		goto fail;
 	const char *verify = setup->server_name ? setup->server_name : name;
 	snprintf(c->verify_name, sizeof(c->verify_name), "%s", verify);
@@ -356,17 +452,12 @@ struct tls_conn *tls_conn_create(struct tls_setup *setup, const char *name, tls_
 		c->ip_literal = true;
 		c->ip_len = 16;
 	}
-	/* SNI goes with names only; an IP literal is checked against the
-	 * certificate's IP addresses after the handshake. mbedTLS 3.6.3 and
-	 * later refuse a handshake without a host name: there the address is
-	 * given too (those versions send no SNI for an address). */
-#ifdef TLS_V3
-	if (mbedtls_ssl_set_hostname(&c->ssl, verify) != 0)
+	/* SNI goes with names only (RFC 6066 forbids an address there), and
+	 * mbedTLS 3.6 would send one. For an IP literal, setting no name
+	 * tells mbedTLS (3.6.3 and later refuse a handshake without a name
+	 * unless told) to check none: on_verify checks the IP SANs instead. */
+	if (mbedtls_ssl_set_hostname(&c->ssl, c->ip_literal ? NULL : verify) != 0)
 		goto fail;
-#else
-	if (!c->ip_literal && mbedtls_ssl_set_hostname(&c->ssl, verify) != 0)
-		goto fail;
-#endif
 	mbedtls_ssl_set_bio(&c->ssl, c, bio_send, bio_recv, NULL);
 	mbedtls_ssl_set_verify(&c->ssl, on_verify, c);
 	/* A resumed handshake checks no certificate: offer a session only to
@@ -395,26 +486,13 @@ void tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len)
 	c->in_len = len;
 }
 
-/* Is the address among the certificate's iPAddress names? mbedTLS keeps
- * every subjectAltName entry it parsed, with its context tag. */
-static bool cert_has_ip(const mbedtls_x509_crt *crt, const unsigned char *ip, size_t ip_len)
-{
-	for (const mbedtls_x509_sequence *san = &crt->subject_alt_names; san != NULL; san = san->next) {
-		const mbedtls_x509_buf *b = &san->buf;
-		if (b->p != NULL && b->tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && b->len == ip_len &&
-		    memcmp(b->p, ip, ip_len) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* The parsed chain the gateway sent stays in the session for as long as
- * the connection lives, and is needed no more once it is verified and the
- * session saved: freeing it takes a few KiB off every idle tunnel. (With
- * mbedTLS 3 the session is opaque and keeps it.) */
+ * the connection lives, and is needed no more once it is verified: freeing
+ * it takes a few KiB off every idle tunnel. A session saved afterwards (a
+ * TLS 1.3 ticket) has no chain then, and needs none to be resumed. */
 static void drop_peer_chain(struct tls_conn *c)
 {
-#if !defined(TLS_V3) && defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE)
+#if defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE)
 	if (!c->setup->keep_chain && c->ssl.session != NULL && c->ssl.session->peer_cert != NULL) {
 		mbedtls_x509_crt_free(c->ssl.session->peer_cert);
 		mbedtls_free(c->ssl.session->peer_cert); /* mbedTLS's allocation, its allocator */
@@ -425,29 +503,10 @@ static void drop_peer_chain(struct tls_conn *c)
 #endif
 }
 
-int tls_conn_handshake(struct tls_conn *c)
+/* Keeps this connection's session for the next connection to the same
+ * name. */
+static void save_session(struct tls_conn *c)
 {
-	int rc = mbedtls_ssl_handshake(&c->ssl);
-	if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
-		return TLS_WANT_READ;
-	if (rc != 0) {
-		c->last_error = rc;
-		return TLS_ERR;
-	}
-	if (c->ip_literal && !c->setup->insecure) {
-		const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&c->ssl);
-		if (peer == NULL || !cert_has_ip(peer, c->ip, c->ip_len)) {
-			c->ip_mismatch = true;
-			/* Tell the gateway why, as a failed chain would. */
-			mbedtls_ssl_send_alert_message(&c->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
-						       MBEDTLS_SSL_ALERT_MSG_BAD_CERT);
-			c->last_error = MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
-			return TLS_ERR;
-		}
-	}
-	c->resumed = c->offered && !c->setup->insecure && !c->chain_checked;
-	c->established = true;
-	/* Keep this session for the next connection. */
 	mbedtls_ssl_session fresh;
 	mbedtls_ssl_session_init(&fresh);
 	if (mbedtls_ssl_get_session(&c->ssl, &fresh) == 0) {
@@ -458,6 +517,54 @@ int tls_conn_handshake(struct tls_conn *c)
 	} else {
 		mbedtls_ssl_session_free(&fresh);
 	}
+}
+
+static void forget_session(struct tls_setup *s)
+{
+	mbedtls_ssl_session_free(&s->last);
+	mbedtls_ssl_session_init(&s->last);
+	s->have_last = false;
+}
+
+int tls_conn_handshake(struct tls_conn *c)
+{
+	int rc = mbedtls_ssl_handshake(&c->ssl);
+	if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+		return TLS_WANT_READ;
+#ifdef TLS13_TICKETS
+	/* A ticket that came with the end of the handshake: keep it, go on. */
+	if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+		save_session(c);
+		return tls_conn_handshake(c);
+	}
+#endif
+	if (rc != 0) {
+		c->last_error = rc;
+#ifdef TLS12_FALLBACK
+		/* The gateway took TLS 1.2 and signed its key exchange with
+		 * RSA-PSS, which this mbedTLS offered but refuses there: from
+		 * now on its connections offer TLS 1.2 without RSA-PSS. */
+		if (rc == MBEDTLS_ERR_SSL_ILLEGAL_PARAMETER && !c->setup->use12 &&
+		    mbedtls_ssl_get_version_number(&c->ssl) == MBEDTLS_SSL_VERSION_TLS1_2) {
+			c->setup->use12 = true;
+			c->fallback = true;
+		}
+#endif
+		/* A session offered binds the handshake to its version (mbedTLS
+		 * offers a TLS 1.2 session's server 1.2 only, a 1.3 ticket's 1.3
+		 * only): a gateway that changed must not fail every tunnel. */
+		if (c->offered)
+			forget_session(c->setup);
+		return TLS_ERR;
+	}
+	c->resumed = c->offered && !c->setup->insecure && !c->chain_checked;
+	c->established = true;
+	/* TLS 1.2's session is complete now; TLS 1.3's waits for a ticket. */
+#ifdef TLS_V3
+	c->tls13 = mbedtls_ssl_get_version_number(&c->ssl) == MBEDTLS_SSL_VERSION_TLS1_3;
+#endif
+	if (!c->tls13)
+		save_session(c);
 	drop_peer_chain(c);
 	return TLS_OK;
 }
@@ -470,6 +577,17 @@ void tls_setup_keep_peer_chain(struct tls_setup *s)
 bool tls_conn_resumed(const struct tls_conn *c)
 {
 	return c->resumed;
+}
+
+const char *tls_conn_version(const struct tls_conn *c)
+{
+	return mbedtls_ssl_get_version(&c->ssl);
+}
+
+const char *tls_conn_suite(const struct tls_conn *c)
+{
+	const char *suite = mbedtls_ssl_get_ciphersuite(&c->ssl);
+	return suite ? suite : "?";
 }
 
 /* Days from now to an X.509 time (UTC). */
@@ -491,9 +609,8 @@ void tls_conn_info(const struct tls_conn *c, struct tls_info *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->days_left = LONG_MIN;
-	snprintf(out->version, sizeof(out->version), "%s", mbedtls_ssl_get_version(&c->ssl));
-	const char *suite = mbedtls_ssl_get_ciphersuite(&c->ssl);
-	snprintf(out->suite, sizeof(out->suite), "%s", suite ? suite : "?");
+	snprintf(out->version, sizeof(out->version), "%s", tls_conn_version(c));
+	snprintf(out->suite, sizeof(out->suite), "%s", tls_conn_suite(c));
 	snprintf(out->name, sizeof(out->name), "%s", c->verify_name);
 	out->verified = !c->setup->insecure;
 	out->resumed = c->resumed;
@@ -512,17 +629,33 @@ int tls_conn_read(struct tls_conn *c, uint8_t *out, size_t cap)
 {
 	if (cap == 0)
 		return TLS_WANT_READ;
+#ifdef TLS13_TICKETS
+	bool again = true;
+#endif
 	for (;;) {
 		int rc = mbedtls_ssl_read(&c->ssl, out, cap);
-		if (rc > 0)
+		if (rc > 0) {
+			c->app_data = true;
 			return rc;
+		}
 		if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
 			return TLS_CLOSED;
+#ifdef TLS13_TICKETS
+		/* A NewSessionTicket read is kept, and taken by the next call,
+		 * which reports it: make that call now, not on the next input. */
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ && again && c->tls13) {
+			again = false;
+			continue;
+		}
+#endif
 		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
 			return TLS_WANT_READ;
-#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
-		if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+#ifdef TLS13_TICKETS
+		if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET) {
+			save_session(c);
+			again = true;
 			continue;
+		}
 #endif
 		c->last_error = rc;
 		return TLS_ERR;
@@ -548,17 +681,28 @@ void tls_conn_close_notify(struct tls_conn *c)
 	mbedtls_ssl_close_notify(&c->ssl);
 }
 
+bool tls_conn_try_again(const struct tls_conn *c)
+{
+	return c->fallback;
+}
+
+bool tls_conn_refused_late(const struct tls_conn *c)
+{
+	return c->tls13 && !c->app_data && c->last_error == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE;
+}
+
 void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 {
 	const struct tls_setup *setup = c->setup;
 	const char *peer = setup->proxy ? "the proxy" : "the gateway";
-	if (c->ip_mismatch) {
+	uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
+	/* The address alone is wrong: say so; with other faults, say all. */
+	if (c->ip_mismatch && (flags == (uint32_t)-1 || (flags & ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH) == 0)) {
 		snprintf(out, outlen, "the certificate does not name the address %s — %s", c->verify_name,
 			 setup->proxy ? "give the proxy by a name its certificate holds"
 				      : "use --tls-server-name with a name it holds");
 		return;
 	}
-	uint32_t flags = mbedtls_ssl_get_verify_result(&c->ssl);
 	if (c->last_error == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != (uint32_t)-1) {
 		char info[256];
 		mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
@@ -591,7 +735,11 @@ void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen)
 		       : setup->have_identity ? " — the gateway refused the handshake: check --client-cert/--client-key"
 					      : " — the gateway refused the handshake; if it wants a client certificate, give "
 						"--client-cert and --client-key";
-	if (c->established)
+	if (c->fallback)
+		snprintf(out, outlen, "TLS handshake with %s failed: it signed TLS 1.2 with RSA-PSS, which mbedTLS %s "
+			 "cannot check there; its next connections offer TLS 1.2 without it", c->verify_name,
+			 MBEDTLS_VERSION_STRING);
+	else if (c->established && !tls_conn_refused_late(c))
 		snprintf(out, outlen, "TLS error on the connection with %s: %s", c->verify_name, why);
 	else
 		snprintf(out, outlen, "TLS handshake with %s failed: %s%s", c->verify_name, why, hint);

@@ -82,6 +82,10 @@ int tls_conn_handshake(struct tls_conn *c);
 /* True when this connection resumed an earlier session. Known only when
  * certificates are verified: a resumed handshake verifies none. */
 bool tls_conn_resumed(const struct tls_conn *c);
+/* The protocol version ("TLSv1.3") and cipher suite of an established
+ * connection, as mbedTLS names them: static strings. */
+const char *tls_conn_version(const struct tls_conn *c);
+const char *tls_conn_suite(const struct tls_conn *c);
 /* Decrypts into out: returns the byte count (> 0), TLS_WANT_READ,
  * TLS_CLOSED or TLS_ERR. */
 int tls_conn_read(struct tls_conn *c, uint8_t *out, size_t cap);
@@ -103,6 +107,13 @@ struct tls_info {
 };
 void tls_conn_info(const struct tls_conn *c, struct tls_info *out);
 
+/* True when the handshake failed in a way the next connection avoids
+ * (a TLS 1.2 gateway signing with RSA-PSS, see tls.c): worth a retry. */
+bool tls_conn_try_again(const struct tls_conn *c);
+/* True when the gateway refused the handshake after the client was done
+ * with it: TLS 1.3 checks the client's certificate after the client's
+ * Finished, and an alert before any data is that refusal. */
+bool tls_conn_refused_late(const struct tls_conn *c);
 /* One line saying what failed and which flag would fix it. */
 void tls_conn_describe_error(const struct tls_conn *c, char *out, size_t outlen);
 

@@ -30,6 +30,11 @@ static void deliver(struct tls_stream *t)
 		}
 		if (n == TLS_CLOSED) {
 			t->base.events->ended(t->base.user, UV_EOF);
+		} else if (n == TLS_ERR && tls_conn_refused_late(t->tls)) {
+			/* Reported as the handshake failure it is (upstream_refusal). */
+			t->state = TLSS_FAILED;
+			t->refused = true;
+			t->base.events->ended(t->base.user, UV_EPROTO);
 		} else if (n == TLS_ERR) {
 			char why[320];
 			tls_conn_describe_error(t->tls, why, sizeof(why));
@@ -52,13 +57,20 @@ static void progress(struct tls_stream *t)
 		char why[320];
 		tls_conn_describe_error(t->tls, why, sizeof(why));
 		below->ops->read(below, false);
-		failed(t, UV_EPROTO, why); /* the alert mbedTLS queued goes out at the close */
+		/* the alert mbedTLS queued goes out at the close */
+		bool again = tls_conn_try_again(t->tls);
+		if (again) /* once per gateway: its connections change for good */
+			log_warn("%s", why);
+		failed(t, again ? UV_EAGAIN : UV_EPROTO, why);
 		return;
 	}
 	t->state = TLSS_OPEN;
 	t->resumed = tls_conn_resumed(t->tls);
+	t->version = tls_conn_version(t->tls);
+	t->suite = tls_conn_suite(t->tls);
 	below->ops->read(below, false); /* from now on, as the layer above asks */
-	log_debug("TLS to %s established%s", t->name, t->resumed ? " (session resumed)" : "");
+	log_debug("TLS to %s established: %s, %s%s", t->name, tls_conn_version(t->tls), tls_conn_suite(t->tls),
+		  t->resumed ? " (session resumed)" : "");
 	t->base.events->opened(t->base.user, 0, STAGE_OPEN, NULL);
 	deliver(t); /* records that came with the end of the handshake */
 }

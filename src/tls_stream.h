@@ -22,6 +22,8 @@ struct tls_stream {
 	struct bufq plain;       /* written, not yet sealed */
 	enum { TLSS_IDLE, TLSS_HANDSHAKE, TLSS_OPEN, TLSS_FAILED } state;
 	bool resumed;
+	const char *version, *suite; /* once open (static strings), for the summary */
+	bool refused;    /* the handshake was refused after it seemed done */
 	int below_error; /* the last write the layer below refused */
 };
 

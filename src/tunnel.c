@@ -354,6 +354,9 @@ static bool retryable_status(int status, enum stream_stage stage)
 	case STAGE_CONNECT:
 		return status == UV_ECONNREFUSED || status == UV_ECONNRESET || status == UV_ENETUNREACH ||
 		       status == UV_EHOSTUNREACH;
+	case STAGE_TLS:
+	case STAGE_PROXY_TLS:
+		return status == UV_EAGAIN; /* a handshake the next one does otherwise (tls_conn_try_again) */
 	default:
 		/* Past the TCP connection something answered (a proxy's refusal
 		 * comes as ECONNREFUSED at its stage): not retried. */
@@ -440,7 +443,7 @@ static void ev_upstream_opened(void *user, int status, enum stream_stage stage, 
 		return;
 	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 	if (status < 0) {
-		if (retryable_status(status, stage) && retry_later(t, uv_strerror(status)))
+		if (retryable_status(status, stage) && retry_later(t, detail ? detail : uv_strerror(status)))
 			return;
 		t->end_now = handshake_report_open_failure(&who, status, stage, detail, now_ms(t));
 		proceed(t);
@@ -473,7 +476,10 @@ static void ev_upstream_ended(void *user, int status)
 	struct handshake_who who = {t->env->cfg, t->env->proxy, t->label, t->id, t->addr, t->env->name};
 	if (t->retry_closing)
 		return;
-	if (t->phase == PHASE_HANDSHAKE) {
+	char why[320];
+	if (t->phase == PHASE_HANDSHAKE && upstream_refusal(&t->upstream, why, sizeof(why))) {
+		t->end_now = handshake_report_open_failure(&who, status, STAGE_TLS, why, now_ms(t));
+	} else if (t->phase == PHASE_HANDSHAKE) {
 		t->end_now = handshake_report_eof(&who, t->hs, status, &t->http_status);
 	} else if (t->phase == PHASE_OPEN) {
 		enum end_reason r = END_NONE;
@@ -690,9 +696,11 @@ static void close_handle(struct tunnel *t, uv_handle_t *h)
 /* The summary's fields for JSON log lines: what its message says, the
  * address without the forward's name, and no close code or HTTP status
  * when there was none. */
-#define SUMMARY_FIELDS 9
+#define SUMMARY_FIELDS 11
 static size_t summary_fields(const struct tunnel *t, uint64_t ms, struct log_field out[SUMMARY_FIELDS])
 {
+	const char *version, *suite;
+	bool tls = upstream_tls_protocol(&t->upstream, &version, &suite);
 	size_t n = 0;
 	out[n++] = LOG_STR("peer", t->addr);
 	out[n++] = LOG_STR("forward", t->env->name);
@@ -706,6 +714,10 @@ static size_t summary_fields(const struct tunnel *t, uint64_t ms, struct log_fie
 		out[n++] = LOG_INT("http_status", t->http_status);
 	if (t->attempts > 1)
 		out[n++] = LOG_INT("attempts", t->attempts);
+	if (tls) {
+		out[n++] = LOG_STR("tls_version", version);
+		out[n++] = LOG_STR("tls_cipher_suite", suite);
+	}
 	return n;
 }
 
@@ -716,13 +728,16 @@ static void end(struct tunnel *t, enum end_reason r)
 	say(t, r);
 	set_phase(t, PHASE_ENDED);
 	uint64_t ms = now_ms(t) - t->started_ms;
-	char extra[80] = "";
+	char extra[160] = "";
 	if (t->http_status != 0)
 		snprintf(extra, sizeof(extra), ", HTTP %d", t->http_status);
 	else if (t->close_code != 0)
 		snprintf(extra, sizeof(extra), ", Close %u", t->close_code);
 	if (t->attempts > 1)
 		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), ", after %u attempts", t->attempts);
+	const char *version, *suite;
+	if (upstream_tls_protocol(&t->upstream, &version, &suite))
+		snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra), ", %s %s", version, suite);
 	struct log_field fields[SUMMARY_FIELDS];
 	log_fields(LOG_INFO, fields, summary_fields(t, ms, fields), "Tunnel from %s closed after %" PRIu64 ".%03u s: %"
 		   PRIu64 " bytes sent, %" PRIu64 " bytes received (%s%s)", t->label, ms / 1000, (unsigned)(ms % 1000),

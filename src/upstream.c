@@ -111,6 +111,23 @@ const struct tls_conn *upstream_tls(const struct upstream *u)
 	return u->has_tls && u->tls.state == TLSS_OPEN ? u->tls.tls : NULL;
 }
 
+bool upstream_tls_protocol(const struct upstream *u, const char **version, const char **suite)
+{
+	if (!u->has_tls || u->tls.version == NULL)
+		return false;
+	*version = u->tls.version;
+	*suite = u->tls.suite;
+	return true;
+}
+
+bool upstream_refusal(const struct upstream *u, char *why, size_t len)
+{
+	if (!u->has_tls || !u->tls.refused)
+		return false;
+	tls_conn_describe_error(u->tls.tls, why, len);
+	return true;
+}
+
 const char *upstream_tried(const struct upstream *u)
 {
 	return u->tcp.errors != NULL ? u->tcp.errors : "";

@@ -61,6 +61,13 @@ enum stream_stage upstream_stage(const struct upstream *u);
 /* The TLS connection to the gateway, once its handshake is done; NULL
  * without --tls. */
 const struct tls_conn *upstream_tls(const struct upstream *u);
+/* The TLS version and cipher suite of the connection to the gateway, once
+ * its handshake was done (and after it ended): false without --tls, or
+ * before. */
+bool upstream_tls_protocol(const struct upstream *u, const char **version, const char **suite);
+/* Why the gateway refused the TLS handshake after the client had done its
+ * part (tls_conn_refused_late): true with the reason in why. */
+bool upstream_refusal(const struct upstream *u, char *why, size_t len);
 /* Each address's failure before the one that connected, or "". */
 const char *upstream_tried(const struct upstream *u);
 /* The address TCP connected to (or is trying), for logs. */

@@ -108,6 +108,7 @@ import html
 import http
 import itertools
 import json
+import os
 import re
 import signal
 import socket
@@ -395,7 +396,8 @@ class Gateway:
         key = over.get("key", self.args.tls_key)
         client_ca = over.get("client_ca", self.args.tls_client_ca)
         tickets = over.get("tickets", not self.args.tls_no_tickets)
-        setting = (cert, key, client_ca, bool(tickets))
+        max_version = over.get("max_version", self.args.tls_max_version)
+        setting = (cert, key, client_ca, bool(tickets), max_version)
         ctx = self.tls_contexts.get(setting)
         if ctx is None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -408,6 +410,8 @@ class Gateway:
                 ctx.load_verify_locations(client_ca)
             if not tickets:
                 ctx.options |= ssl.OP_NO_TICKET
+            if max_version:
+                ctx.maximum_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[max_version]
             ctx.set_alpn_protocols(["http/1.1"])
             ctx.sni_callback = self.on_sni
             self.tls_contexts[setting] = ctx
@@ -1317,6 +1321,10 @@ def main(argv=None):
     p.add_argument("--tls-cert", help="serve wss:// with this PEM certificate (chain)")
     p.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", help="require a client certificate signed by a CA of this PEM file")
+    p.add_argument("--tls-max-version", choices=["1.2", "1.3"],
+                   default=os.environ.get("OTOROSHICTL_GATEWAY_TLS_MAX") or None,
+                   help="the highest TLS version offered [default: $OTOROSHICTL_GATEWAY_TLS_MAX, else "
+                        "Python's: 1.3]")
     p.add_argument("--tls-no-tickets", action="store_true",
                    help="issue no session tickets (sessions resume by id only)")
     p.add_argument("--abort-how", default=KNOBS["abort_how"], choices=["close", "fin", "reset"])

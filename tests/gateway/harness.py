@@ -74,7 +74,7 @@ class GatewayProcess:
 
     def set_tls(self, **tls):
         """Replace the TLS settings for the next connections (cert, key, client_ca,
-        tickets; each falls back to the command line's); set_tls() goes back to the
+        tickets, max_version; each falls back to the command line's); set_tls() goes back to the
         command line's."""
         self.tls = {k: str(v) if isinstance(v, Path) else v for k, v in tls.items()}
         self._write_routes()

@@ -803,3 +803,19 @@ def test_tls_abort_modes(gateway, certs, how, want):
             assert n > 50_000  # the 101, the payload and the frame headers
         closed = g.wait_records("closed", 1)[0]
         assert closed["outcome"].startswith("aborted") and closed["bytes_to_client"] == 50_000
+
+
+@pytest.mark.parametrize("limit", [None, "1.2"], ids=["python-default", "limited-to-1.2"])
+def test_tls_max_version_limits_what_the_gateway_offers(gateway, echo, certs, limit):
+    """Python's ssl offers TLS 1.3 by default; --tls-max-version 1.2 stops at 1.2, and the
+    record names the version agreed. The client here offers both."""
+    flags = ["--tls-max-version", limit] if limit else []
+    g = tls_gateway(gateway, certs, [dict(public(echo.addr), host="*")], *flags)
+    ctx = ssl.create_default_context(cafile=str(certs.ca.cert))
+    ctx.set_alpn_protocols(["http/1.1"])
+    c = WsClient(g.port, tls=ctx, server_hostname="localhost")
+    want = "TLSv1.2" if limit else "TLSv1.3"
+    assert c.sock.version() == want
+    echo_and_close(c)
+    c.close()
+    assert g.wait_records("tls", 1)[0]["version"] == want

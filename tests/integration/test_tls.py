@@ -13,6 +13,7 @@ import base64
 import os
 import re
 import socket
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ import pytest
 
 from harness import make_certificate
 from helpers import (
-    LISTEN_RE, READY, Transfer, TunnelProcess, clean_env, echo_once, expect_closed, public_route,
+    LISTEN_RE, READY, Transfer, TunnelProcess, binary, clean_env, echo_once, expect_closed, public_route,
     run_cli,
 )
 from pki import Pki, describe
@@ -549,7 +550,63 @@ def test_second_tunnel_resumes_the_first_ones_session(gateway, tunnel, echo, pki
     assert "(session resumed)" not in first, first
     for m in marks[1:]:
         line = t.wait_for(r"TLS to \S+ established", 5, start=m).string
-        assert line.endswith("established (session resumed)"), line
+        assert line.endswith(" (session resumed)"), line
+
+
+def version_text():
+    return subprocess.run([binary(), "--version"], capture_output=True, text=True, check=True,
+                          timeout=10).stdout
+
+
+def mbedtls_version():
+    """The mbedTLS the binary runs with, from --version: (major, minor)."""
+    out = version_text()
+    m = re.search(r"mbedTLS (\d+)\.(\d+)\.\d+", out)
+    assert m, out
+    return int(m[1]), int(m[2])
+
+
+def test_version_names_the_libraries():
+    out = version_text()
+    assert re.fullmatch(r"otoroshictl \S+\nlibuv \d+\.\d+\.\d+, wslay \S+, mbedTLS \d+\.\d+\.\d+"
+                        r"( \(built with \S+\))?\n", out), out
+    # CI names the mbedTLS each build must run with.
+    want = os.environ.get("OTOROSHICTL_EXPECT_MBEDTLS")
+    if want:
+        assert f"mbedTLS {want}." in out, out
+
+
+@pytest.mark.parametrize("offer", ["1.3", "1.2"], ids=["gateway-offers-1.3", "gateway-stops-at-1.2"])
+def test_tls_version_agreed_and_resumed_under_it(gateway, tunnel, echo, pki, offer):
+    """TLS 1.3 where both ends have it (mbedTLS 3.6 and the gateway), else 1.2; either
+    way the second and third tunnels resume the first one's session (a TLS 1.3 ticket
+    comes after the handshake), and the client's logs name the version and suite.
+
+    mbedTLS 3.6 offers RSA-PSS signatures, which TLS 1.3 needs, but refuses one in a
+    TLS 1.2 key exchange, and OpenSSL's TLS 1.2 picks RSA-PSS for an RSA key: the first
+    handshake fails, is retried at once without RSA-PSS, and the gateway's connections
+    stay that way. The tunnel itself does not fail."""
+    g = tls_gateway(gateway, pki.localhost, [public_route(echo.addr, host="*")], "--tls-max-version", offer)
+    t = wss_tunnel(tunnel, g, "--ca-cert", pki.ca.cert, *PUBLIC, level="debug")
+    v3 = mbedtls_version() >= (3, 6)
+    want = "TLSv1.3" if offer == "1.3" and v3 else "TLSv1.2"
+    fallback = v3 and want == "TLSv1.2"
+    for i in range(3):
+        mark = t.mark()
+        with t.connect() as s:
+            assert echo_once(s, b"round %d" % i) == b"round %d" % i
+        g.wait_records("tls", i + 1 + fallback)
+        line = t.wait_for(r"TLS to localhost established: ", 5, start=mark).string
+        assert re.search(rf"established: {want}, TLS(1-3)?-[A-Z0-9-]+( \(session resumed\))?$", line), line
+        assert line.endswith("(session resumed)") == (i > 0), line
+        summary = t.wait_for(r"Tunnel from \S+ closed after ", 5, start=mark).string
+        assert re.search(rf", {want} TLS(1-3)?-[A-Z0-9-]+(, after 2 attempts)?\)$" if i == 0 else
+                         rf", {want} TLS(1-3)?-[A-Z0-9-]+\)$", summary), summary
+    assert len(tls_records(g, ok=False)) == fallback, g.records("tls")
+    assert ("signed TLS 1.2 with RSA-PSS" in t.text()) == fallback, t.text()
+    hs = tls_records(g, ok=True)
+    assert [r["version"] for r in hs] == [want] * 3, hs
+    assert [r["session_reused"] for r in hs] == [False, True, True], hs
 
 
 def test_every_forward_resumes_the_session_of_another(gateway, tunnel, echo, pki, home, tmp_path):
