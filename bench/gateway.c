@@ -18,6 +18,8 @@
  *            session cache, so that a client offering its last session
  *            resumes it.
  *   wssfull  the same without tickets nor cache: every handshake is full.
+ *   wss13, wss13full  the same two offering TLS 1.3 as well (OpenSSL's
+ *            TLS 1.3 suites, AES-256-GCM first), for mbedTLS 3.6's client.
  *   tcp      the bare service, for socat TCP:.
  *   tls      the bare service over TLS, for socat OPENSSL:.
  * Modes:
@@ -83,11 +85,11 @@
 #define TURN_WRITE (1024 * 1024)
 #define TURN_READS 4
 
-enum kind { K_TCP, K_TLS, K_WS, K_WSS, K_WSSFULL };
+enum kind { K_TCP, K_TLS, K_WS, K_WSS, K_WSSFULL, K_WSS13, K_WSS13FULL, N_KINDS };
 enum mode { M_SINK, M_SOURCE, M_ECHO, M_COUNT };
 enum phase { PH_TLS, PH_HTTP, PH_OPEN };
 
-static const char *kind_names[] = {"tcp", "tls", "ws", "wss", "wssfull"};
+static const char *kind_names[] = {"tcp", "tls", "ws", "wss", "wssfull", "wss13", "wss13full"};
 static const char *mode_names[] = {"sink", "source", "echo", "count"};
 #define N_MODES 4
 #define ACK_EVERY (256 * 1024)
@@ -156,8 +158,9 @@ static struct {
 	bool ready;
 	SSL_CTX *ctx;      /* resumption on: tickets and a session cache */
 	SSL_CTX *ctx_full; /* resumption off: every handshake is full */
-	bool told[2];
-	unsigned long full[5], resumed[5]; /* handshakes, by listener kind */
+	SSL_CTX *ctx13, *ctx13_full; /* the same, TLS 1.3 offered too */
+	bool told[3];
+	unsigned long full[N_KINDS], resumed[N_KINDS]; /* handshakes, by listener kind */
 } tls;
 
 /* TLS 1.2 with these suites, the server's order first: AES-GCM as Otoroshi's
@@ -185,13 +188,13 @@ static void tls_die(const char *what)
 	die(what, buf);
 }
 
-static SSL_CTX *tls_ctx(const char *cert, const char *key, bool resume)
+static SSL_CTX *tls_ctx(const char *cert, const char *key, bool resume, bool tls13)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (ctx == NULL)
 		tls_die("SSL_CTX_new");
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_max_proto_version(ctx, tls13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 	if (SSL_CTX_set_cipher_list(ctx, suites) != 1)
 		tls_die("cipher list");
 	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -216,8 +219,10 @@ static SSL_CTX *tls_ctx(const char *cert, const char *key, bool resume)
 
 static void tls_init(const char *cert, const char *key)
 {
-	tls.ctx = tls_ctx(cert, key, true);
-	tls.ctx_full = tls_ctx(cert, key, false);
+	tls.ctx = tls_ctx(cert, key, true, false);
+	tls.ctx_full = tls_ctx(cert, key, false, false);
+	tls.ctx13 = tls_ctx(cert, key, true, true);
+	tls.ctx13_full = tls_ctx(cert, key, false, true);
 	tls.ready = true;
 }
 
@@ -778,9 +783,10 @@ static void tls_handshake(struct conn *c)
 		tls.resumed[c->kind]++;
 	else
 		tls.full[c->kind]++;
-	int k = c->ws ? 1 : 0;
+	bool v13 = c->kind == K_WSS13 || c->kind == K_WSS13FULL;
+	int k = v13 ? 2 : c->ws ? 1 : 0;
 	if (!tls.told[k]) {
-		fprintf(stderr, "gateway: %s: %s %s\n", c->ws ? "wss" : "tls", SSL_get_version(c->ssl),
+		fprintf(stderr, "gateway: %s: %s %s\n", v13 ? "wss13" : c->ws ? "wss" : "tls", SSL_get_version(c->ssl),
 			SSL_get_cipher_name(c->ssl));
 		tls.told[k] = true;
 	}
@@ -894,10 +900,12 @@ static void conn_start(struct listener *l, int fd)
 	c->fd = fd;
 	c->kind = l->kind;
 	c->mode = l->mode;
-	c->ws = l->kind == K_WS || l->kind == K_WSS || l->kind == K_WSSFULL;
+	c->ws = l->kind != K_TCP && l->kind != K_TLS;
 	c->phase = c->ws ? PH_HTTP : PH_OPEN;
-	if (l->kind == K_TLS || l->kind == K_WSS || l->kind == K_WSSFULL) {
-		c->ssl = SSL_new(l->kind == K_WSSFULL ? tls.ctx_full : tls.ctx);
+	if (l->kind != K_TCP && l->kind != K_WS) {
+		SSL_CTX *ctx = l->kind == K_WSSFULL ? tls.ctx_full : l->kind == K_WSS13 ? tls.ctx13
+			       : l->kind == K_WSS13FULL ? tls.ctx13_full : tls.ctx;
+		c->ssl = SSL_new(ctx);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
 			SSL_free(c->ssl);
 			close(fd);
@@ -942,7 +950,7 @@ static void listen_on(const char *spec)
 	if (l == NULL)
 		die(spec, "out of memory");
 	int k = -1, m = -1;
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < N_KINDS; i++)
 		if (strcmp(kind, kind_names[i]) == 0)
 			k = i;
 	for (int i = 0; i < N_MODES; i++)
@@ -952,7 +960,7 @@ static void listen_on(const char *spec)
 		die(spec, "unknown kind or mode");
 	l->kind = (enum kind)k;
 	l->mode = (enum mode)m;
-	if ((l->kind == K_TLS || l->kind == K_WSS || l->kind == K_WSSFULL) && !tls.ready)
+	if (l->kind != K_TCP && l->kind != K_WS && !tls.ready)
 		die(spec, "needs --cert and --key");
 	l->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
@@ -975,7 +983,7 @@ static void on_usr1(uv_signal_t *h, int signum)
 	(void)h;
 	(void)signum;
 	printf("STATS");
-	for (int k = K_TLS; k <= K_WSSFULL; k++) {
+	for (int k = K_TLS; k < N_KINDS; k++) {
 		if (k == K_WS)
 			continue;
 		printf(" %s_full=%lu %s_resumed=%lu", kind_names[k], tls.full[k], kind_names[k], tls.resumed[k]);

@@ -93,7 +93,9 @@ struct tls_conn {
 	bool resumed;
 	bool established;
 	bool tls13;     /* established in TLS 1.3 */
+	bool on12;      /* made with the TLS 1.2 configuration (conf12) */
 	bool fallback;  /* failed for want of TLS 1.2 without RSA-PSS: try again */
+	bool fallback_news; /* ... and the first connection to find that out */
 	bool app_data;  /* application data has been read */
 	int last_error;
 	char verify_name[256];
@@ -437,7 +439,8 @@ struct tls_conn *tls_conn_create(struct tls_setup *setup, const char *name, tls_
 	c->user = user;
 	mbedtls_ssl_init(&c->ssl);
 #ifdef TLS12_FALLBACK
-	const mbedtls_ssl_config *conf = setup->use12 ? &setup->conf12 : &setup->conf;
+	c->on12 = setup->use12;
+	const mbedtls_ssl_config *conf = c->on12 ? &setup->conf12 : &setup->conf;
 #else
 	const mbedtls_ssl_config *conf = &setup->conf;
 #endif
@@ -544,8 +547,9 @@ int tls_conn_handshake(struct tls_conn *c)
 		/* The gateway took TLS 1.2 and signed its key exchange with
 		 * RSA-PSS, which this mbedTLS offered but refuses there: from
 		 * now on its connections offer TLS 1.2 without RSA-PSS. */
-		if (rc == MBEDTLS_ERR_SSL_ILLEGAL_PARAMETER && !c->setup->use12 &&
+		if (rc == MBEDTLS_ERR_SSL_ILLEGAL_PARAMETER && !c->on12 &&
 		    mbedtls_ssl_get_version_number(&c->ssl) == MBEDTLS_SSL_VERSION_TLS1_2) {
+			c->fallback_news = !c->setup->use12;
 			c->setup->use12 = true;
 			c->fallback = true;
 		}
@@ -681,8 +685,9 @@ void tls_conn_close_notify(struct tls_conn *c)
 	mbedtls_ssl_close_notify(&c->ssl);
 }
 
-bool tls_conn_try_again(const struct tls_conn *c)
+bool tls_conn_try_again(const struct tls_conn *c, bool *news)
 {
+	*news = c->fallback_news;
 	return c->fallback;
 }
 

@@ -108,8 +108,10 @@ struct tls_info {
 void tls_conn_info(const struct tls_conn *c, struct tls_info *out);
 
 /* True when the handshake failed in a way the next connection avoids
- * (a TLS 1.2 gateway signing with RSA-PSS, see tls.c): worth a retry. */
-bool tls_conn_try_again(const struct tls_conn *c);
+ * (a TLS 1.2 gateway signing with RSA-PSS, see tls.c): worth a retry.
+ * *news tells whether this connection was the first to find it out (of
+ * those made before, all fail the same way). */
+bool tls_conn_try_again(const struct tls_conn *c, bool *news);
 /* True when the gateway refused the handshake after the client was done
  * with it: TLS 1.3 checks the client's certificate after the client's
  * Finished, and an alert before any data is that refusal. */

@@ -58,8 +58,9 @@ static void progress(struct tls_stream *t)
 		tls_conn_describe_error(t->tls, why, sizeof(why));
 		below->ops->read(below, false);
 		/* the alert mbedTLS queued goes out at the close */
-		bool again = tls_conn_try_again(t->tls);
-		if (again) /* once per gateway: its connections change for good */
+		bool news;
+		bool again = tls_conn_try_again(t->tls, &news);
+		if (news) /* once per gateway: its connections change for good */
 			log_warn("%s", why);
 		failed(t, again ? UV_EAGAIN : UV_EPROTO, why);
 		return;

@@ -8,7 +8,12 @@
 #   4. the integration suites that do not measure speed or memory, with the
 #      binary under valgrind (tests/valgrind.sh);
 #   5. each libFuzzer target of tests/fuzz for FUZZ_SECONDS (default 30) with
-#      clang, in build-fuzz/.
+#      clang, in build-fuzz/;
+#   6. on mbedTLS 3.6 (subprojects/mbedtls.wrap, its tarball taken from
+#      Debian's next release by tests/seed-subprojects.sh), in build-mbedtls3/:
+#      the unit tests, and the TLS, handshake, lifecycle and everyday suites
+#      against a gateway offering TLS 1.3, then the TLS suites against one
+#      that stops at TLS 1.2.
 # --quick runs step 1 only. Extra arguments go to the first meson test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,4 +60,16 @@ for target in upgrade ws cli ini proxy; do
 		"$corpus" 2>&1 | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY" >&2
 	rm -rf "$corpus"
 done
+echo "== on mbedTLS 3.6, built from subprojects/" >&2
+tests/seed-subprojects.sh mbedtls
+ensure_build build-mbedtls3 --force-fallback-for=mbedtls --wrap-mode=nodownload
+meson test -C build-mbedtls3 --suite unit --print-errorlogs
+mbedtls3_suites() {
+	OTOROSHICTL_BIN=build-mbedtls3/otoroshictl OTOROSHICTL_REQUIRE_BIN=1 OTOROSHICTL_BUILD_DIR=build-mbedtls3 \
+	OTOROSHICTL_EXPECT_MBEDTLS=3.6 /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@"
+}
+mbedtls3_suites tests/integration/test_tls.py tests/integration/test_check.py tests/integration/test_https_proxy.py \
+	tests/integration/test_handshake.py tests/integration/test_lifecycle.py tests/integration/test_everyday_*.py
+OTOROSHICTL_GATEWAY_TLS_MAX=1.2 OTOROSHICTL_TEST_MAIN_KEY=ec mbedtls3_suites tests/integration/test_tls.py tests/integration/test_check.py \
+	tests/integration/test_https_proxy.py
 echo "all passed" >&2

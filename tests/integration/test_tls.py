@@ -43,8 +43,12 @@ def pki(tmp_path_factory):
     ns = SimpleNamespace(
         pki=p, ca=ca, rogue=rogue,
         # RSA for the main one, P-256 for the others: both kinds get handshakes.
+        # OTOROSHICTL_TEST_MAIN_KEY=ec makes the main one P-256 as well: for a
+        # TLS 1.2 gateway and mbedTLS 3.6, whose first handshake with an RSA key
+        # fails once (test_tls_version_agreed_and_resumed_under_it).
         localhost=ca.issue("localhost", dns=["localhost"], ips=["127.0.0.1", "::1"],
-                           key_kind="rsa"),
+                           key_kind=os.environ.get("OTOROSHICTL_TEST_MAIN_KEY", "rsa")),
+        rsa=ca.issue("rsa", dns=["localhost"], ips=["127.0.0.1"], key_kind="rsa"),
         other=ca.issue("other", dns=["other.example"]),
         noip=ca.issue("noip", dns=["localhost"]),
         expired=ca.issue("expired", dns=["localhost"], ips=["127.0.0.1"], days=(-30, -29)),
@@ -586,7 +590,7 @@ def test_tls_version_agreed_and_resumed_under_it(gateway, tunnel, echo, pki, off
     TLS 1.2 key exchange, and OpenSSL's TLS 1.2 picks RSA-PSS for an RSA key: the first
     handshake fails, is retried at once without RSA-PSS, and the gateway's connections
     stay that way. The tunnel itself does not fail."""
-    g = tls_gateway(gateway, pki.localhost, [public_route(echo.addr, host="*")], "--tls-max-version", offer)
+    g = tls_gateway(gateway, pki.rsa, [public_route(echo.addr, host="*")], "--tls-max-version", offer)
     t = wss_tunnel(tunnel, g, "--ca-cert", pki.ca.cert, *PUBLIC, level="debug")
     v3 = mbedtls_version() >= (3, 6)
     want = "TLSv1.3" if offer == "1.3" and v3 else "TLSv1.2"
@@ -607,6 +611,32 @@ def test_tls_version_agreed_and_resumed_under_it(gateway, tunnel, echo, pki, off
     hs = tls_records(g, ok=True)
     assert [r["version"] for r in hs] == [want] * 3, hs
     assert [r["session_reused"] for r in hs] == [False, True, True], hs
+
+
+def test_first_tunnels_together_to_a_tls12_rsa_gateway_all_get_through(gateway, tunnel, echo, pki):
+    """Five tunnels opened at once, before any handshake is done, to a TLS 1.2 gateway
+    with an RSA key: on mbedTLS 3.6 all five first handshakes fail over RSA-PSS, and
+    all five are retried; the warning is said once."""
+    g = tls_gateway(gateway, pki.rsa, [public_route(echo.addr, host="*")], "--tls-max-version", "1.2")
+    t = wss_tunnel(tunnel, g, "--ca-cert", pki.ca.cert, *PUBLIC)
+    socks = [t.connect() for _ in range(5)]
+    try:
+        for i, s in enumerate(socks):
+            s.sendall(b"together %d" % i)
+        for i, s in enumerate(socks):
+            s.settimeout(10)
+            got = b""
+            while len(got) < len(b"together %d" % i):
+                chunk = s.recv(64)
+                assert chunk, f"tunnel {i}: EOF after {got!r}"
+                got += chunk
+            assert got == b"together %d" % i
+    finally:
+        for s in socks:
+            s.close()
+    ok = tls_records(g, ok=True)
+    assert len(ok) >= 5 and {r["version"] for r in ok} == {"TLSv1.2"}, g.records("tls")
+    assert t.text().count("signed TLS 1.2 with RSA-PSS") == (1 if mbedtls_version() >= (3, 6) else 0), t.text()
 
 
 def test_every_forward_resumes_the_session_of_another(gateway, tunnel, echo, pki, home, tmp_path):
