@@ -944,7 +944,7 @@ static void listen_on(const char *spec)
 {
 	char kind[16], mode[16];
 	unsigned port;
-	if (sscanf(spec, "%15[a-z]:%15[a-z]:%u", kind, mode, &port) != 3 || port > 65535)
+	if (sscanf(spec, "%15[a-z0-9]:%15[a-z]:%u", kind, mode, &port) != 3 || port > 65535)
 		die(spec, "expected KIND:MODE:PORT");
 	struct listener *l = calloc(1, sizeof(*l));
 	if (l == NULL)
