@@ -3,11 +3,17 @@
 # gateway (tests/gateway/gateway.py) with one API-key route and an echo
 # service behind it, all on loopback, then sends bytes through the tunnel
 # and shows them coming back. Stops everything when done.
+# OTOROSHICTL_DEMO_BIN runs another binary (an installed one) instead of
+# building build/otoroshictl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/deps.sh
-ensure_deps "$OTOROSHICTL_BUILD_PACKAGES"
-ensure_build build
+bin=${OTOROSHICTL_DEMO_BIN:-}
+if [ -z "$bin" ]; then
+	ensure_deps "$OTOROSHICTL_BUILD_PACKAGES"
+	ensure_build build
+	bin=./build/otoroshictl
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -52,7 +58,7 @@ gw_port=$(wait_line "$work/gw.out" 'LISTENING [0-9]*' | cut -d' ' -f2)
 
 echo "== echo service on 127.0.0.1:$echo_port, stand-in Otoroshi on 127.0.0.1:$gw_port"
 echo "== otoroshictl tcp-tunnel --host 127.0.0.1:$gw_port --local-port 0 --remote-host 127.0.0.1 --remote-port $echo_port --apikey-client-id demo-client --apikey-client-secret ..."
-NO_COLOR=1 ./build/otoroshictl tcp-tunnel --host "127.0.0.1:$gw_port" --local-port 0 \
+NO_COLOR=1 "$bin" tcp-tunnel --host "127.0.0.1:$gw_port" --local-port 0 \
 	--remote-host 127.0.0.1 --remote-port "$echo_port" \
 	--apikey-client-id demo-client --apikey-client-secret demo-secret 2> >(tee "$work/tunnel.err" >&2) &
 pids+=($!)

@@ -1141,7 +1141,9 @@ static void check_leaks(const char *what, long *theirs)
 			continue;
 		Dl_info info;
 		bool known = dladdr(tracked[i].caller, &info) != 0 && info.dli_fname != NULL;
-		if (in_queue && known && strstr(info.dli_fname, "libwslay") != NULL) {
+		bool by_wslay = known && (strstr(info.dli_fname, "libwslay") != NULL ||
+					  (info.dli_sname != NULL && strncmp(info.dli_sname, "wslay_", 6) == 0));
+		if (in_queue && by_wslay) {
 			(*theirs)++;
 		} else if (ol < sizeof(ours) - 1) {
 			int n = snprintf(ours + ol, sizeof(ours) - ol, " %s+%#lx (%s)",
