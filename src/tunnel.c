@@ -30,10 +30,12 @@
 #include "tunnel.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "buf.h"
 #include "ending.h"
@@ -559,11 +561,25 @@ static void local_gone(struct tunnel *t, int status)
 		t->end_now = END_LOCAL_RESET;
 }
 
+/* A reset that came with the last data: libuv reports the end that follows
+ * a read cut short by a hang-up as EOF, and the socket still holds the
+ * reset as its pending error. */
+static bool reset_behind_eof(uv_stream_t *stream)
+{
+	uv_os_fd_t fd;
+	int err = 0;
+	socklen_t len = sizeof(err);
+	return uv_fileno((uv_handle_t *)stream, &fd) == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+	       err == ECONNRESET;
+}
+
 static void on_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
 	struct tunnel *t = stream->data;
 	if (nread == 0)
 		return;
+	if (nread == UV_EOF && reset_behind_eof(stream))
+		nread = UV_ECONNRESET;
 	if (nread == UV_EOF) {
 		log_debug("tunnel %" PRIu64 ": local client %s finished sending", t->id, t->label);
 		say(t, END_LOCAL_CLOSE);

@@ -61,7 +61,8 @@ apt-get remove -y -q otoroshictl >&2
 
 echo "-- the release tarball (meson dist)" >&2
 meson setup "$work/dist" >/dev/null
-meson dist -C "$work/dist" --formats xztar --allow-dirty >"$work/dist.log" 2>&1 ||
+# The allocation sweep of test-unit-io ran in the other builds.
+IO_SWEEP_SKIP=1 meson dist -C "$work/dist" --formats xztar --allow-dirty >"$work/dist.log" 2>&1 ||
 	{ tail -40 "$work/dist.log" >&2; exit 1; }
 grep -E '^(Ok|Fail):' "$work/dist/meson-private/dist-build/meson-logs/testlog.txt" >&2 || true
 ls "$work/dist/meson-dist/otoroshictl-c-$version.tar.xz" >&2

@@ -22,7 +22,17 @@ from services import EchoServer  # noqa: E402
 import sanitizer  # noqa: E402,F401
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "long: a test of a minute or more, left out when "
+                            "OTOROSHICTL_SKIP_LONG is set (the sanitizer run of tests/run.sh)")
+
+
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("OTOROSHICTL_SKIP_LONG"):
+        long = pytest.mark.skip(reason="OTOROSHICTL_SKIP_LONG: run without a sanitizer in tests/run.sh's first step")
+        for item in items:
+            if "long" in item.keywords:
+                item.add_marker(long)
     path = binary()
     if path and os.path.isfile(path) and os.access(path, os.X_OK):
         return

@@ -19,6 +19,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 import sanitizer  # noqa: F401  (installs the sanitizer-report check)
 from helpers import echo_once, public_route, wait_until
 from hostile import wait_listening
@@ -172,6 +174,7 @@ class Worker:
         self.completed.append(hashlib.sha256(sent).hexdigest())
 
 
+@pytest.mark.long
 def test_soak_200_tunnels(gateway, tunnel, echo):
     g = gateway([public_route(echo.addr)])
     t = tunnel(g, "--access-type", "public", level="warn", wait_ready=False)

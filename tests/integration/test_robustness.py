@@ -5,6 +5,8 @@ import socket
 import struct
 import time
 
+import pytest
+
 from helpers import Transfer, echo_once, expect_closed, public_route, wait_until
 from services import EchoServer, SourceServer, free_port
 
@@ -96,6 +98,7 @@ def test_local_reset_leaves_other_tunnels_alone(gateway, tunnel, echo):
     a.close()
 
 
+@pytest.mark.long
 def test_no_descriptor_leak_after_many_short_connections(gateway, tunnel, echo):
     g = gateway([public_route(echo.addr, handshake_delay=0.05)])
     t = tunnel(g, "--access-type", "public", "--linger", "0.2")  # 30 half-closes in a row
