@@ -7,7 +7,7 @@
 #   3. the unit tests under valgrind;
 #   4. the integration suites that do not measure speed or memory, with the
 #      binary under valgrind (tests/valgrind.sh);
-#   5. each libFuzzer target of tests/fuzz for FUZZ_SECONDS (default 10) with
+#   5. each libFuzzer target of tests/fuzz for FUZZ_SECONDS (default 5) with
 #      clang, in build-fuzz/: a check that each still finds nothing in its
 #      corpus and a little beyond (fuzz longer with FUZZ_SECONDS=600);
 #   6. on mbedTLS 3.6 (subprojects/mbedtls.wrap, its tarball taken from
@@ -61,12 +61,12 @@ tests/valgrind.sh build/otoroshictl -rf \
 	tests/integration/test_json_logs.py tests/integration/test_reaching.py \
 	tests/integration/test_check.py
 
-step "fuzzing, ${FUZZ_SECONDS:-10} s per target"
+step "fuzzing, ${FUZZ_SECONDS:-5} s per target"
 CC=clang ensure_build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false
 for target in upgrade ws cli ini proxy; do
 	corpus=$(mktemp -d)
 	cp tests/fuzz/corpus/$target/* "$corpus"/
-	build-fuzz/tests/fuzz/fuzz-$target -max_total_time="${FUZZ_SECONDS:-10}" -print_final_stats=1 \
+	build-fuzz/tests/fuzz/fuzz-$target -max_total_time="${FUZZ_SECONDS:-5}" -print_final_stats=1 \
 		"$corpus" 2>&1 | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss)|ERROR|SUMMARY" >&2
 	rm -rf "$corpus"
 done
@@ -75,7 +75,7 @@ tests/seed-subprojects.sh mbedtls
 ensure_build build-mbedtls3 --force-fallback-for=mbedtls --wrap-mode=nodownload
 meson test -C build-mbedtls3 --suite unit --print-errorlogs
 mbedtls3_suites() {
-	OTOROSHICTL_BIN=build-mbedtls3/otoroshictl OTOROSHICTL_REQUIRE_BIN=1 OTOROSHICTL_BUILD_DIR=build-mbedtls3 \
+	OTOROSHICTL_BIN="$PWD/build-mbedtls3/otoroshictl" OTOROSHICTL_REQUIRE_BIN=1 OTOROSHICTL_BUILD_DIR="$PWD/build-mbedtls3" \
 	OTOROSHICTL_EXPECT_MBEDTLS=3.6 /usr/bin/python3 -m pytest -q -p no:cacheprovider "$@"
 }
 mbedtls3_suites tests/integration/test_tls.py tests/integration/test_handshake.py tests/integration/test_lifecycle.py \
