@@ -96,7 +96,7 @@ for name in "${wraps[@]}"; do
 	# Only the upstream tarball matters: a mirror missing the package's
 	# other files (its .dsc, Debian's changes) fails apt-get, not this.
 	(cd "$work/src" && apt-get "${apt_opts[@]}" source --download-only "$pkg" >&2) || true
-	orig=$(ls "$work/src/${pkg}"_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -n 1)
+	orig=$(ls "$work/src/${pkg}"_*.orig.tar.* 2>/dev/null | grep -v '\.asc$' | head -n 1 || true)
 	if [ -z "$orig" ]; then
 		echo "$name: the archive did not give Debian $suite's upstream tarball of $pkg" >&2
 		failed+=("$name")
