@@ -58,8 +58,7 @@ tests/valgrind.sh build/otoroshictl -rf \
 	tests/integration/test_hostile_faults.py tests/integration/test_hostile_secrets.py \
 	tests/integration/test_core_defects.py tests/integration/test_https_proxy.py \
 	tests/integration/test_otoroshi_ends.py tests/integration/test_forwards.py \
-	tests/integration/test_json_logs.py tests/integration/test_reaching.py \
-	tests/integration/test_check.py
+	tests/integration/test_reaching.py tests/integration/test_check.py
 
 step "fuzzing, ${FUZZ_SECONDS:-5} s per target"
 CC=clang ensure_build build-fuzz -Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false
