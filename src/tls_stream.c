@@ -70,7 +70,7 @@ static void progress(struct tls_stream *t)
 	t->version = tls_conn_version(t->tls);
 	t->suite = tls_conn_suite(t->tls);
 	below->ops->read(below, false); /* from now on, as the layer above asks */
-	log_debug("TLS to %s established: %s, %s%s", t->name, tls_conn_version(t->tls), tls_conn_suite(t->tls),
+	log_debug("TLS to %s established: %s, %s%s", t->name, t->version, t->suite,
 		  t->resumed ? " (session resumed)" : "");
 	t->base.events->opened(t->base.user, 0, STAGE_OPEN, NULL);
 	deliver(t); /* records that came with the end of the handshake */
